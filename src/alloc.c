@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: MIT
+ * The allocation side of the API: malloc, calloc, realloc, the aligned family and
+ * malloc_usable_size, each deciding between the pools (<= 512 bytes, alignment <= 16) and glibc.
+ * Exports the pa_* functions declared in include/pyalloc.h (free is in free.c). */
+#include "fastpath.h"
+
+#include <errno.h>
+#include <string.h>
+
+PA_API void *pa_malloc(size_t n) { return pa_fast_malloc(n); }
+
+PA_API void *pa_calloc(size_t n, size_t s) {
+    size_t total;
+    if (pa_unlikely(__builtin_mul_overflow(n, s, &total))) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    if (total > PA_SMALL) return pa_sys_calloc(n, s);
+    void *p = pa_fast_malloc_small(total);
+    if (pa_likely(p != NULL)) memset(p, 0, total);
+    return p;
+}
+
+PA_API void *pa_realloc(void *p, size_t n) {
+    if (!p) return pa_fast_malloc(n);
+    pa_page *pg = pa_page_of(p);
+    if (!pg) {
+        if (pa_unlikely(pa_in_reservation(p))) pa_free_invalid("realloc", p);
+        return pa_sys_realloc(p, n); /* realloc(p, 0) frees there too and returns NULL */
+    }
+    pa_check_live("realloc", pg, p);
+    if (n == 0) { /* glibc's semantics: free, and return NULL */
+        pa_fast_free(p);
+        return NULL;
+    }
+    size_t bsize = pg->bsize;
+    /* Stay put when the size keeps its class, or shrinks by less than a quarter (as pymalloc). */
+    if (n <= bsize && (pa_class_size(pa_class_of[(n + 7) >> 3]) == bsize || 4 * n > 3 * bsize)) return p;
+    void *q = pa_fast_malloc(n);
+    if (!q) return NULL; /* errno is ENOMEM; p is untouched */
+    memcpy(q, p, n < bsize ? n : bsize);
+    pa_fast_free(p);
+    return q;
+}
+
+static inline bool pow2(size_t a) { return a && !(a & (a - 1)); }
+
+/* An aligned block: from the pools when alignment <= 16 (a size that is a multiple of 16 gets a
+ * 16-aligned block in either mode, since pages are page-aligned), from glibc otherwise. */
+static void *alloc_aligned(size_t a, size_t n) {
+    if (a <= 16 && n <= PA_SMALL) {
+        if (a > 8) n = (n + 15) & ~(size_t)15;
+        return pa_fast_malloc_small(n ? n : 1);
+    }
+    if (a <= 16) return pa_sys_malloc(n); /* glibc is 16-aligned */
+    return pa_sys_memalign(a, n);
+}
+
+PA_API int pa_posix_memalign(void **out, size_t a, size_t n) {
+    if (!pow2(a) || a % sizeof(void *) != 0) return EINVAL;
+    int saved = errno;
+    void *p = alloc_aligned(a, n);
+    if (!p) {
+        errno = saved;
+        return ENOMEM;
+    }
+    *out = p;
+    return 0;
+}
+
+PA_API void *pa_aligned_alloc(size_t a, size_t n) {
+    if (!pow2(a)) { /* C11; glibc 2.38 rejects these too */
+        errno = EINVAL;
+        return NULL;
+    }
+    return alloc_aligned(a, n);
+}
+
+PA_API void *pa_memalign(size_t a, size_t n) {
+    /* glibc's semantics: small alignments are plain malloc, others round up to a power of two. */
+    if (a > SIZE_MAX / 2 + 1) {
+        errno = EINVAL;
+        return NULL;
+    }
+    if (!pow2(a)) {
+        size_t r = 1;
+        while (r < a) r <<= 1;
+        a = r;
+    }
+    return alloc_aligned(a, n);
+}
+
+PA_API void *pa_valloc(size_t n) { return pa_sys_valloc(n); }
+PA_API void *pa_pvalloc(size_t n) { return pa_sys_pvalloc(n); }
+
+PA_API size_t pa_malloc_usable_size(void *p) {
+    if (!p) return 0;
+    pa_page *pg = pa_page_of(p);
+    if (pg) {
+        pa_check_live("malloc_usable_size", pg, p);
+        return pg->bsize;
+    }
+    if (pa_unlikely(pa_in_reservation(p))) pa_free_invalid("malloc_usable_size", p);
+    return pa_sys_usable_size(p);
+}
+
+PA_API int pa_is_small(const void *p) {
+    pa_page *pg = pa_page_of(p);
+    return pg && pg->bsize != 0;
+}
+
+PA_API int pa_alignment_mode(void) {
+    (void)pa_ready();
+    return pa_opt.align;
+}

@@ -1,0 +1,60 @@
+/* SPDX-License-Identifier: MIT
+ * The fast paths of malloc and free, inlined both into the pa_* API (alloc.c, free.c) and into the
+ * replacement symbols (override.c) so neither pays a call. malloc: one table load for the page,
+ * pop its free list, one branch to the slow path. free: one compare says "ours", the page is found
+ * by arithmetic, one compare says "this thread's", one multiply checks the block start, and the
+ * first word of the block is the cheap double-free check. */
+#ifndef PA_FASTPATH_H
+#define PA_FASTPATH_H
+
+#include "internal.h"
+
+void pa_free_foreign(void *p);
+void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b);
+
+static inline void *pa_fast_malloc_small(size_t n) {
+    pa_heap *h = pa_tls_heap;
+    pa_page *pg = h->direct[(n + 7) >> 3];
+    pa_block *b = pg->free;
+    if (pa_likely(b != NULL)) {
+        pg->free = (pa_block *)(b->next ^ pg->key);
+        b->next = 0; /* a live block never shows a free link, and never shows the key */
+        pg->used++;
+        return b;
+    }
+    return pa_malloc_slow(h, n);
+}
+
+static inline void *pa_fast_malloc(size_t n) {
+    if (pa_likely(n <= PA_SMALL)) return pa_fast_malloc_small(n);
+    return pa_sys_malloc(n);
+}
+
+static inline void pa_fast_free(void *p) {
+    uintptr_t off = (uintptr_t)p - pa_g.base;
+    if (pa_unlikely(off >= pa_load_relaxed(&pa_g.limit))) {
+        pa_free_foreign(p); /* NULL lands here too */
+        return;
+    }
+    pa_page *pg = &pa_g.pages[off >> PA_PAGE_SHIFT];
+    pa_heap *h = pa_tls_heap;
+    pa_block *b = p;
+    if (pa_likely(pa_load_relaxed(&pg->heap) == h)) {
+        uintptr_t key = pg->key;
+        uintptr_t w = b->next ^ key;
+        if (pa_likely(pa_block_is_start(pg, off & PA_PAGE_MASK) & (w != 0) &
+                      (((w ^ (uintptr_t)p) >> PA_PAGE_SHIFT) != 0))) {
+            pa_block *old = pg->free;
+            b->next = (uintptr_t)old ^ key;
+            pg->free = b;
+            if (pa_likely((--pg->used != 0) & (old != NULL))) return;
+            pa_free_local_slow(h, pg);
+            return;
+        }
+        pa_free_local_check(h, pg, b);
+        return;
+    }
+    pa_free_remote(pg, b);
+}
+
+#endif /* PA_FASTPATH_H */

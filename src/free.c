@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT
+ * free and the checks behind it: foreign pointers to glibc, interior pointers and double frees to a
+ * one-line message and abort. Exports pa_free, pa_free_foreign, pa_free_local_check, pa_check_live. */
+#include "fastpath.h"
+
+#include <string.h>
+
+PA_API void pa_free(void *p) { pa_fast_free(p); }
+
+void pa_free_foreign(void *p) {
+    if (!p) return;
+    if (pa_unlikely(pa_in_reservation(p))) pa_free_invalid("free", p); /* reserved, never committed */
+    pa_sys_free(p);
+}
+
+_Noreturn void pa_free_invalid(const char *fn, const void *p) {
+    char what[64];
+    size_t n = strlen(fn);
+    if (n > 32) n = 32;
+    memcpy(what, fn, n);
+    memcpy(what + n, "(): invalid pointer", sizeof "(): invalid pointer");
+    pa_fatal(what, p);
+}
+
+/* The block failed a fast check: an interior pointer, or a first word that looks like a free link.
+ * The owner can confirm against its own lists; a false alarm is freed normally. */
+void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
+    if (!pa_block_is_start(pg, (uintptr_t)b & PA_PAGE_MASK)) pa_free_invalid("free", b);
+    if (pa_page_list_contains(pg, pg->free, b) ||
+        pa_page_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b))
+        pa_fatal("free(): double free detected", b);
+    pa_block *old = pg->free;
+    b->next = (uintptr_t)old ^ pg->key;
+    pg->free = b;
+    if (--pg->used == 0 || old == NULL) pa_free_local_slow(h, pg);
+}
+
+void pa_check_live(const char *fn, pa_page *pg, const void *p) {
+    const pa_block *b = p;
+    if (pa_unlikely(pg->bsize == 0 || !pa_block_is_start(pg, (uintptr_t)p & PA_PAGE_MASK))) pa_free_invalid(fn, p);
+    if (pa_unlikely(pa_block_looks_free(pg, b))) {
+        bool mine = pa_load_relaxed(&pg->heap) == pa_tls_heap;
+        if (!mine || pa_page_list_contains(pg, pg->free, b) ||
+            pa_page_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b)) {
+            char what[80];
+            size_t n = strlen(fn);
+            if (n > 32) n = 32;
+            memcpy(what, fn, n);
+            memcpy(what + n, "(): pointer to a freed block (double free)", sizeof "(): pointer to a freed block (double free)");
+            pa_fatal(what, p);
+        }
+    }
+}

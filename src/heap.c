@@ -1,0 +1,366 @@
+/* SPDX-License-Identifier: MIT
+ * Per-thread heaps: the generic malloc slow path (find or make a page with a free block), what a
+ * local free does when a page fills or empties, frees from other threads, thread exit (abandon) and
+ * the adoption of abandoned pages by other heaps. Exports pa_malloc_slow, pa_free_local_slow,
+ * pa_free_remote, pa_heap_thread_exit. See types.h for who may touch a page and when. */
+#include "internal.h"
+
+#include <string.h>
+
+static pa_page page_empty; /* free == NULL: every direct[] slot of a heap with no page points here */
+
+#define PA_EMPTY_DIRECT { [0 ... PA_NWORDS - 1] = &page_empty }
+pa_heap pa_heap_empty = { .direct = PA_EMPTY_DIRECT };
+pa_heap pa_heap_dead = { .direct = PA_EMPTY_DIRECT };
+__thread pa_heap *pa_tls_heap __attribute__((tls_model("initial-exec"))) = &pa_heap_empty;
+
+pthread_mutex_t pa_heaps_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t pa_abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
+pthread_mutex_t pa_notify_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static pa_heap *heaps;                         /* every heap ever made (pa_heaps_lock) */
+static uint32_t abandoned[PA_NCLASS];          /* list heads (pa_abandoned_lock) */
+static _Atomic uint32_t abandoned_n[PA_NCLASS]; /* lengths, read without the lock as a hint */
+
+uint8_t pa_class_word_lo[PA_NCLASS], pa_class_word_hi[PA_NCLASS];
+
+/* ---- lists of pages, linked by index ---- */
+
+static void list_push(uint32_t *head, pa_page *pg) {
+    pg->prev = 0;
+    pg->next = *head;
+    if (*head) pa_page_at(*head)->prev = pa_page_link(pg);
+    *head = pa_page_link(pg);
+}
+
+static void list_unlink(uint32_t *head, pa_page *pg) {
+    if (pg->prev) pa_page_at(pg->prev)->next = pg->next;
+    else *head = pg->next;
+    if (pg->next) pa_page_at(pg->next)->prev = pg->prev;
+    pg->next = pg->prev = 0;
+}
+
+/* Points every size that maps to cls at the head of avail[cls]. */
+static void heap_refresh_direct(pa_heap *h, uint32_t cls) {
+    pa_page *cur = pa_page_at(h->avail[cls]);
+    if (!cur) cur = &page_empty;
+    for (uint32_t w = pa_class_word_lo[cls]; w <= pa_class_word_hi[cls]; w++) h->direct[w] = cur;
+}
+
+static uint64_t heap_key(pa_heap *h) {
+    uint64_t z = (h->rng += 0x9e3779b97f4a7c15ull); /* splitmix64 */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* ---- heaps ---- */
+
+static pa_heap *heap_create(void) {
+    static char *chunk;
+    static size_t chunk_left;
+    pthread_mutex_lock(&pa_heaps_lock);
+    pa_heap *h = heaps;
+    while (h && h->live) h = h->next_heap;
+    if (!h) {
+        size_t sz = (sizeof(pa_heap) + 63) & ~(size_t)63;
+        if (chunk_left < sz) {
+            chunk_left = 64 * 1024;
+            chunk = pa_os_map(chunk_left);
+            if (!chunk) {
+                chunk_left = 0;
+                pthread_mutex_unlock(&pa_heaps_lock);
+                return NULL;
+            }
+        }
+        h = (pa_heap *)chunk;
+        chunk += sz;
+        chunk_left -= sz;
+        memset(h, 0, sizeof *h);
+        h->next_heap = heaps;
+        heaps = h;
+        h->rng = (uint64_t)(uintptr_t)h ^ ((uint64_t)__builtin_ia32_rdtsc() << 17);
+    }
+    for (uint32_t w = 0; w < PA_NWORDS; w++) h->direct[w] = &page_empty;
+    memset(h->avail, 0, sizeof h->avail);
+    h->full = 0;
+    atomic_store_explicit(&h->notified, 0, memory_order_relaxed);
+    h->rng ^= (uint64_t)__builtin_ia32_rdtsc();
+    h->live = 1;
+    pthread_mutex_unlock(&pa_heaps_lock);
+    return h;
+}
+
+pa_heap *pa_heap_first(void) { return heaps; }
+
+/* Pages that other threads freed into while they were FULL: back on avail (or re-armed). */
+static void heap_make_full(pa_heap *h, pa_page *pg);
+
+static void heap_take_notified(pa_heap *h) {
+    pthread_mutex_lock(&pa_notify_lock);
+    uint32_t list = atomic_load_explicit(&h->notified, memory_order_relaxed);
+    atomic_store_explicit(&h->notified, 0, memory_order_relaxed);
+    for (uint32_t l = list; l; l = pa_page_at(l)->notify_next)
+        atomic_store_explicit(&pa_page_at(l)->fullstate, PA_FS_NONE, memory_order_seq_cst);
+    pthread_mutex_unlock(&pa_notify_lock);
+    while (list) {
+        pa_page *pg = pa_page_at(list);
+        list = pg->notify_next;
+        if (pa_load_relaxed(&pg->heap) != h || pg->where != PA_W_FULL) continue;
+        pa_page_collect(pg);
+        if (pg->free) {
+            list_unlink(&h->full, pg);
+            pg->where = PA_W_AVAIL;
+            list_push(&h->avail[pg->cls], pg);
+            heap_refresh_direct(h, pg->cls);
+        } else {
+            heap_make_full(h, pg); /* re-arm the notification */
+        }
+    }
+}
+
+/* pg is on h->full: ask remote freers to tell us, then look once more (store-load order: a freer
+ * pushes then reads fullstate; we write fullstate then read thread_free, so one of us sees the
+ * other). Leaves the page on avail if blocks came back. */
+static void heap_make_full(pa_heap *h, pa_page *pg) {
+    uint8_t expect = PA_FS_NONE;
+    atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_FULL); /* NOTIFIED: already queued */
+    if (atomic_load(&pg->thread_free) != NULL) {
+        pa_page_collect(pg);
+        list_unlink(&h->full, pg);
+        pg->where = PA_W_AVAIL;
+        list_push(&h->avail[pg->cls], pg);
+        heap_refresh_direct(h, pg->cls);
+        expect = PA_FS_FULL;
+        atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_NONE);
+    }
+}
+
+static void heap_page_to_full(pa_heap *h, pa_page *pg) {
+    list_unlink(&h->avail[pg->cls], pg);
+    pg->where = PA_W_FULL;
+    list_push(&h->full, pg);
+    heap_refresh_direct(h, pg->cls);
+    heap_make_full(h, pg);
+}
+
+static pa_page *heap_adopt(pa_heap *h, uint32_t cls) {
+    if (!pa_load_relaxed(&abandoned_n[cls])) return NULL;
+    pthread_mutex_lock(&pa_abandoned_lock);
+    pa_page *pg = pa_page_at(abandoned[cls]);
+    if (pg) {
+        list_unlink(&abandoned[cls], pg);
+        atomic_fetch_sub_explicit(&abandoned_n[cls], 1, memory_order_relaxed);
+        pg->where = PA_W_AVAIL;
+        atomic_store_explicit(&pg->heap, h, memory_order_release);
+    }
+    pthread_mutex_unlock(&pa_abandoned_lock);
+    if (pg) {
+        h->stats.adopted++;
+        list_push(&h->avail[cls], pg);
+        heap_refresh_direct(h, cls);
+    }
+    return pg;
+}
+
+/* A page of class cls with a free block, made current; NULL when the reservation is exhausted. */
+static pa_page *heap_find_page(pa_heap *h, uint32_t cls) {
+    for (;;) {
+        pa_page *pg = pa_page_at(h->avail[cls]);
+        while (pg) {
+            pa_page_collect(pg);
+            if (pg->free || pa_page_extend(pg)) {
+                if (h->avail[cls] != pa_page_link(pg)) {
+                    list_unlink(&h->avail[cls], pg);
+                    list_push(&h->avail[cls], pg);
+                    heap_refresh_direct(h, cls);
+                }
+                return pg;
+            }
+            pa_page *next = pa_page_at(pg->next);
+            heap_page_to_full(h, pg);
+            if (pg->where == PA_W_AVAIL) return pg; /* remote frees arrived meanwhile: now the head */
+            pg = next;
+        }
+        if (pa_load_relaxed(&h->notified)) {
+            heap_take_notified(h);
+            if (h->avail[cls]) continue;
+        }
+        if (heap_adopt(h, cls)) continue;
+        pg = pa_pool_take();
+        if (!pg) return NULL;
+        h->stats.pages_taken++;
+        pa_page_init(pg, h, cls, heap_key(h));
+        list_push(&h->avail[cls], pg);
+        heap_refresh_direct(h, cls);
+        pa_page_extend(pg);
+        return pg;
+    }
+}
+
+void *pa_malloc_slow(pa_heap *h, size_t size) {
+    if (h == &pa_heap_empty) {
+        if (!pa_ready() || !(h = heap_create())) return pa_sys_malloc(size);
+        pa_tls_heap = h; /* before setspecific, which may itself call malloc */
+        pthread_setspecific(pa_thread_key, h);
+    } else if (h == &pa_heap_dead) {
+        return pa_sys_malloc(size); /* after this thread's exit hook: nothing would reclaim a heap */
+    }
+    uint32_t cls = pa_class_of[(size + 7) >> 3];
+    pa_page *pg = heap_find_page(h, cls);
+    if (!pg) return pa_sys_malloc(size);
+    pa_block *b = pg->free;
+    pg->free = (pa_block *)(b->next ^ pg->key);
+    b->next = 0;
+    pg->used++;
+    return b;
+}
+
+/* Release an empty page that is not the current one of its class. */
+static void heap_release(pa_heap *h, pa_page *pg) {
+    if (atomic_load(&pg->fullstate) == PA_FS_NOTIFIED) heap_take_notified(h); /* unqueue it first */
+    list_unlink(&h->avail[pg->cls], pg);
+    heap_refresh_direct(h, pg->cls);
+    atomic_store_explicit(&pg->heap, NULL, memory_order_relaxed);
+    h->stats.pages_given++;
+    pa_pool_give(pg);
+}
+
+void pa_free_local_slow(pa_heap *h, pa_page *pg) {
+    uint32_t cls = pg->cls;
+    if (pg->where == PA_W_FULL) { /* it has a free block again */
+        list_unlink(&h->full, pg);
+        pg->where = PA_W_AVAIL;
+        pa_page *head = pa_page_at(h->avail[cls]);
+        if (head) { /* behind the current page, which stays current */
+            pg->prev = pa_page_link(head);
+            pg->next = head->next;
+            if (head->next) pa_page_at(head->next)->prev = pa_page_link(pg);
+            head->next = pa_page_link(pg);
+        } else {
+            list_push(&h->avail[cls], pg);
+            heap_refresh_direct(h, cls);
+        }
+        uint8_t expect = PA_FS_FULL;
+        atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_NONE);
+    }
+    /* An empty current page stays: a thread that mallocs and frees one block must not churn pages. */
+    if (pg->used == 0 && h->avail[cls] != pa_page_link(pg)) heap_release(h, pg);
+}
+
+/* ---- frees of pages this thread does not own ---- */
+
+static void free_notify(pa_page *pg) {
+    pthread_mutex_lock(&pa_notify_lock);
+    pa_heap *owner = pa_load_relaxed(&pg->heap);
+    if (owner && atomic_load(&pg->fullstate) == PA_FS_FULL) {
+        atomic_store(&pg->fullstate, PA_FS_NOTIFIED);
+        pg->notify_next = atomic_load_explicit(&owner->notified, memory_order_relaxed);
+        atomic_store_explicit(&owner->notified, pa_page_link(pg), memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&pa_notify_lock);
+}
+
+static void free_abandoned(pa_page *pg, pa_block *b);
+
+void pa_free_remote(pa_page *pg, pa_block *b) {
+    pa_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
+    if (!owner) {
+        free_abandoned(pg, b);
+        return;
+    }
+    uintptr_t poff = (uintptr_t)b & PA_PAGE_MASK;
+    if (pa_unlikely(!pa_block_is_start(pg, poff))) pa_free_invalid("free", b);
+    /* No way to walk the owner's free list from here: a first word that decodes like a free link
+     * (1 in 2^50 for live data, the key being secret) is taken as the double free it almost surely is. */
+    if (pa_unlikely(pa_block_looks_free(pg, b))) pa_fatal("free(): double free detected", b);
+    pa_block *head = atomic_load_explicit(&pg->thread_free, memory_order_relaxed);
+    do {
+        b->next = (uintptr_t)head ^ pg->key;
+    } while (!atomic_compare_exchange_weak_explicit(&pg->thread_free, &head, b, memory_order_seq_cst,
+                                                    memory_order_relaxed));
+    if (pa_unlikely(atomic_load(&pg->fullstate) == PA_FS_FULL)) free_notify(pg);
+    pa_heap *me = pa_tls_heap;
+    if (me->live) me->stats.remote_frees++;
+}
+
+static void free_abandoned(pa_page *pg, pa_block *b) {
+    pthread_mutex_lock(&pa_abandoned_lock);
+    if (pa_load_relaxed(&pg->heap)) { /* adopted meanwhile */
+        pthread_mutex_unlock(&pa_abandoned_lock);
+        pa_free_remote(pg, b);
+        return;
+    }
+    if (pg->where != PA_W_ABANDONED) {
+        pthread_mutex_unlock(&pa_abandoned_lock);
+        pa_fatal("free(): double free or invalid pointer (page not in use)", b);
+    }
+    if (!pa_block_is_start(pg, (uintptr_t)b & PA_PAGE_MASK)) {
+        pthread_mutex_unlock(&pa_abandoned_lock);
+        pa_free_invalid("free", b);
+    }
+    pa_page_collect(pg);
+    if (pa_block_looks_free(pg, b) && pa_page_list_contains(pg, pg->free, b)) {
+        pthread_mutex_unlock(&pa_abandoned_lock);
+        pa_fatal("free(): double free detected", b);
+    }
+    b->next = (uintptr_t)pg->free ^ pg->key;
+    pg->free = b;
+    pg->used--;
+    if (pg->used == 0) {
+        list_unlink(&abandoned[pg->cls], pg);
+        atomic_fetch_sub_explicit(&abandoned_n[pg->cls], 1, memory_order_relaxed);
+        pa_pool_give(pg);
+    }
+    pthread_mutex_unlock(&pa_abandoned_lock);
+}
+
+/* ---- thread exit ---- */
+
+static void heap_abandon(pa_heap *h) {
+    pthread_mutex_lock(&pa_abandoned_lock);
+    /* First detach every page from h, so remote freers stop pushing and queueing for it ... */
+    pthread_mutex_lock(&pa_notify_lock);
+    for (uint32_t c = 0; c <= PA_NCLASS; c++) {
+        uint32_t l = c < PA_NCLASS ? h->avail[c] : h->full;
+        for (; l; l = pa_page_at(l)->next) {
+            pa_page *pg = pa_page_at(l);
+            atomic_store_explicit(&pg->heap, NULL, memory_order_release);
+            atomic_store(&pg->fullstate, PA_FS_NONE);
+        }
+    }
+    atomic_store_explicit(&h->notified, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&pa_notify_lock);
+    /* ... then give back the empty ones and leave the rest to whoever needs their class next. */
+    for (uint32_t c = 0; c <= PA_NCLASS; c++) {
+        uint32_t l = c < PA_NCLASS ? h->avail[c] : h->full;
+        while (l) {
+            pa_page *pg = pa_page_at(l);
+            l = pg->next;
+            pa_page_collect(pg);
+            if (pg->used == 0) {
+                pg->next = pg->prev = 0;
+                h->stats.pages_given++;
+                pa_pool_give(pg);
+            } else {
+                pg->where = PA_W_ABANDONED;
+                list_push(&abandoned[pg->cls], pg);
+                atomic_fetch_add_explicit(&abandoned_n[pg->cls], 1, memory_order_relaxed);
+            }
+        }
+        if (c < PA_NCLASS) h->avail[c] = 0;
+    }
+    h->full = 0;
+    for (uint32_t w = 0; w < PA_NWORDS; w++) h->direct[w] = &page_empty;
+    pthread_mutex_unlock(&pa_abandoned_lock);
+}
+
+void pa_heap_thread_exit(void *arg) {
+    pa_heap *h = arg;
+    if (!h || h == &pa_heap_empty || h == &pa_heap_dead) return;
+    pa_tls_heap = &pa_heap_dead; /* later mallocs of this thread go to the system allocator */
+    heap_abandon(h);
+    pthread_mutex_lock(&pa_heaps_lock);
+    h->live = 0;
+    pthread_mutex_unlock(&pa_heaps_lock);
+}

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: MIT
+ * Declarations shared between pyalloc's files, grouped by the file that defines them,
+ * and the small inline helpers of the fast paths. */
+#ifndef PA_INTERNAL_H
+#define PA_INTERNAL_H
+
+#include "types.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <pthread.h>
+
+#define PA_API __attribute__((visibility("default")))
+#define PA_HIDDEN __attribute__((visibility("hidden")))
+#define PA_NOINLINE __attribute__((noinline))
+#define PA_COLD __attribute__((cold, noinline))
+#define pa_likely(x) __builtin_expect(!!(x), 1)
+#define pa_unlikely(x) __builtin_expect(!!(x), 0)
+
+#define pa_relaxed memory_order_relaxed
+#define pa_load_relaxed(p) atomic_load_explicit((p), memory_order_relaxed)
+#define pa_store_relaxed(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
+
+/* ---- msg.c: diagnostics that never allocate ---- */
+/* Writes "pyalloc: <what> <addr>\n" to stderr and aborts. */
+_Noreturn void pa_fatal(const char *what, const void *addr) PA_COLD;
+/* Writes "pyalloc: <text>\n" without aborting. */
+void pa_warn(const char *text);
+/* Formats into buf without allocating; returns bytes written. */
+size_t pa_fmt_u64(char *buf, uint64_t v);
+size_t pa_fmt_hex(char *buf, uint64_t v);
+void pa_write_all(int fd, const char *s, size_t n);
+
+#ifdef PA_DEBUG
+#define pa_assert(x) ((x) ? (void)0 : pa_assert_fail(#x, __FILE__, __LINE__))
+_Noreturn void pa_assert_fail(const char *expr, const char *file, int line) PA_COLD;
+#else
+#define pa_assert(x) ((void)0)
+#endif
+
+/* ---- options.c: PYALLOC_* read from environ without allocating ---- */
+typedef struct pa_options {
+    int align;             /* 16 (default) or 8 (classic) */
+    size_t reserve;        /* bytes of address space to reserve */
+    size_t dirty_min;      /* pages the pool may keep resident before giving memory back */
+    unsigned dirty_ratio;  /* ... or live pages / dirty_ratio, whichever is larger */
+} pa_options;
+extern pa_options pa_opt;
+void pa_options_read(void);
+/* Value of environment variable name, or NULL; never allocates. */
+const char *pa_getenv(const char *name);
+
+/* ---- os.c: the only calls into the kernel; errno is preserved ---- */
+void *pa_os_reserve(size_t size, size_t align);
+bool pa_os_commit(void *p, size_t size);
+void pa_os_decommit(void *p, size_t size);
+void *pa_os_map(size_t size);
+void pa_os_unmap(void *p, size_t size);
+
+/* ---- sizeclass (built in init.c): size -> class ---- */
+extern uint8_t pa_class_of[PA_NWORDS];  /* (size + 7) >> 3 -> class */
+static inline uint32_t pa_class_size(uint32_t cls) { return (cls + 1) * 8; }
+static inline uint32_t pa_class_blocks(uint32_t cls) { return (uint32_t)(PA_PAGE_SIZE / pa_class_size(cls)); }
+
+/* ---- arena.c: the reservation, and the global pool of pages ---- */
+typedef struct pa_region {
+    uintptr_t base;              /* first byte of page 0 */
+    _Atomic uintptr_t limit;     /* committed bytes: "mine" means p - base < limit */
+    pa_page *pages;              /* descriptors, parallel to the pages */
+    size_t reserved;             /* bytes reserved for pages */
+} pa_region;
+extern pa_region pa_g;
+extern pthread_mutex_t pa_pool_lock;
+bool pa_arena_init(void);
+pa_page *pa_pool_take(void);                 /* a page not in use, or NULL when the reservation is full */
+void pa_pool_give(pa_page *pg);              /* an empty page back; may give memory to the OS */
+size_t pa_pool_dirty_pages(void);
+void pa_pool_trim(void);                      /* give every dirty pooled page back to the OS */
+
+static inline uint32_t pa_page_index(const pa_page *pg) { return (uint32_t)(pg - pa_g.pages); }
+static inline pa_page *pa_page_at(uint32_t link) { return link ? &pa_g.pages[link - 1] : NULL; }
+static inline uint32_t pa_page_link(const pa_page *pg) { return pg ? pa_page_index(pg) + 1 : 0; }
+static inline uintptr_t pa_page_start(const pa_page *pg) {
+    return pa_g.base + ((uintptr_t)pa_page_index(pg) << PA_PAGE_SHIFT);
+}
+/* The page of p, or NULL when p is not in committed pool memory. */
+static inline pa_page *pa_page_of(const void *p) {
+    uintptr_t off = (uintptr_t)p - pa_g.base;
+    if (off >= pa_load_relaxed(&pa_g.limit)) return NULL;
+    return &pa_g.pages[off >> PA_PAGE_SHIFT];
+}
+/* True when p falls in the reserved range at all (committed or not). */
+static inline bool pa_in_reservation(const void *p) {
+    return pa_g.reserved && (uintptr_t)p - pa_g.base < pa_g.reserved;
+}
+
+/* ---- page.c: one page's blocks ---- */
+void pa_page_init(pa_page *pg, struct pa_heap *h, uint32_t cls, uint64_t key);
+bool pa_page_extend(pa_page *pg);            /* carve fresh blocks; false if the page has none left */
+uint32_t pa_page_collect(pa_page *pg);       /* move thread_free into free; returns blocks moved */
+bool pa_page_list_contains(const pa_page *pg, pa_block *list, const pa_block *b);
+static inline bool pa_block_is_start(const pa_page *pg, uintptr_t poff) {
+    return (uint32_t)((uint32_t)poff * pg->magic) < pa_load_relaxed(&pg->thresh);
+}
+/* The cheap double-free test: a live block's first word never decodes to NULL or into its own page. */
+static inline bool pa_block_looks_free(const pa_page *pg, const pa_block *b) {
+    uintptr_t w = b->next ^ pg->key;
+    return w == 0 || ((w ^ (uintptr_t)b) >> PA_PAGE_SHIFT) == 0;
+}
+
+/* ---- heap.c: per-thread heaps, thread exit, abandoned pages ---- */
+extern __thread pa_heap *pa_tls_heap __attribute__((tls_model("initial-exec")));
+extern pa_heap pa_heap_empty;
+extern pa_heap pa_heap_dead;
+extern pthread_mutex_t pa_heaps_lock, pa_abandoned_lock, pa_notify_lock;
+void *pa_malloc_slow(pa_heap *h, size_t size);
+void pa_free_local_slow(pa_heap *h, pa_page *pg);   /* after a local free: page was full or is empty */
+void pa_free_remote(pa_page *pg, pa_block *b);      /* p in pg, which this thread does not own */
+void pa_heap_thread_exit(void *arg);
+pa_heap *pa_heap_first(void);                       /* registry walk, under pa_heaps_lock */
+
+/* ---- free.c ---- */
+_Noreturn void pa_free_invalid(const char *fn, const void *p) PA_COLD;
+/* Checks p as a live block of pg for realloc/usable size; aborts naming fn if it is not. */
+void pa_check_live(const char *fn, pa_page *pg, const void *p);
+
+/* ---- passthrough.c: everything that is not ours goes to glibc ---- */
+void *pa_sys_malloc(size_t n);
+void *pa_sys_calloc(size_t n, size_t s);
+void *pa_sys_realloc(void *p, size_t n);
+void pa_sys_free(void *p);
+void *pa_sys_memalign(size_t a, size_t n);
+void *pa_sys_valloc(size_t n);
+void *pa_sys_pvalloc(size_t n);
+size_t pa_sys_usable_size(void *p);
+
+/* ---- init.c: lazy, re-entrant start-up; fork ---- */
+extern _Atomic int pa_init_state; /* 0 not yet, 1 running, 2 ready, 3 failed */
+bool pa_init_slow(void);
+static inline bool pa_ready(void) {
+    return pa_likely(atomic_load_explicit(&pa_init_state, memory_order_acquire) == 2) || pa_init_slow();
+}
+extern pthread_key_t pa_thread_key;
+
+#endif /* PA_INTERNAL_H */

@@ -1,0 +1,87 @@
+/* SPDX-License-Identifier: MIT
+ * Diagnostics that never allocate: own number formatting and write(2).
+ * Exports pa_fatal (one line naming the fault and the address, then abort) and pa_warn. */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void pa_write_all(int fd, const char *s, size_t n) {
+    int saved = errno;
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) break;
+        s += w;
+        n -= (size_t)w;
+    }
+    errno = saved;
+}
+
+size_t pa_fmt_u64(char *buf, uint64_t v) {
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++) buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+size_t pa_fmt_hex(char *buf, uint64_t v) {
+    static const char digits[] = "0123456789abcdef";
+    char tmp[16];
+    size_t n = 0;
+    do {
+        tmp[n++] = digits[v & 15];
+        v >>= 4;
+    } while (v);
+    buf[0] = '0';
+    buf[1] = 'x';
+    for (size_t i = 0; i < n; i++) buf[2 + i] = tmp[n - 1 - i];
+    return n + 2;
+}
+
+static size_t msg_append(char *buf, size_t at, size_t cap, const char *s) {
+    size_t n = strlen(s);
+    if (n > cap - at) n = cap - at;
+    memcpy(buf + at, s, n);
+    return at + n;
+}
+
+void pa_warn(const char *text) {
+    char buf[256];
+    size_t n = msg_append(buf, 0, sizeof buf - 1, "pyalloc: ");
+    n = msg_append(buf, n, sizeof buf - 1, text);
+    buf[n++] = '\n';
+    pa_write_all(2, buf, n);
+}
+
+_Noreturn void pa_fatal(const char *what, const void *addr) {
+    char buf[256];
+    size_t n = msg_append(buf, 0, sizeof buf - 20, "pyalloc: ");
+    n = msg_append(buf, n, sizeof buf - 24, what);
+    n = msg_append(buf, n, sizeof buf - 20, " at ");
+    n += pa_fmt_hex(buf + n, (uintptr_t)addr);
+    buf[n++] = '\n';
+    pa_write_all(2, buf, n);
+    abort();
+}
+
+#ifdef PA_DEBUG
+_Noreturn void pa_assert_fail(const char *expr, const char *file, int line) {
+    char buf[384];
+    size_t n = msg_append(buf, 0, sizeof buf - 24, "pyalloc: assertion failed: ");
+    n = msg_append(buf, n, sizeof buf - 24, expr);
+    n = msg_append(buf, n, sizeof buf - 24, " at ");
+    n = msg_append(buf, n, sizeof buf - 24, file);
+    buf[n++] = ':';
+    n += pa_fmt_u64(buf + n, (uint64_t)line);
+    buf[n++] = '\n';
+    pa_write_all(2, buf, n);
+    abort();
+}
+#endif

@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT
+ * PYALLOC_* options, read once at start-up by walking environ (getenv may not be safe this early,
+ * and nothing here may allocate). Every option is documented in docs/options.md. */
+#include "internal.h"
+
+#include <string.h>
+
+extern char **environ;
+
+pa_options pa_opt = {
+    .align = 16,
+    .reserve = (size_t)64 << 30, /* address space only: costs nothing until committed */
+    .dirty_min = 64,             /* 1 MiB of empty pages kept resident absorbs waves of free/alloc */
+    .dirty_ratio = 8,            /* ... or 1/8 of the pages in use, for large heaps */
+};
+
+const char *pa_getenv(const char *name) {
+    size_t n = strlen(name);
+    if (!environ) return NULL;
+    for (char **e = environ; *e; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') return *e + n + 1;
+    return NULL;
+}
+
+/* Decimal digits only; returns def for anything else. */
+static uint64_t options_number(const char *s, uint64_t def) {
+    if (!s || !*s) return def;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > UINT64_MAX / 10 - 10) return def;
+        v = v * 10 + (uint64_t)(*s - '0');
+    }
+    return v;
+}
+
+void pa_options_read(void) {
+    const char *a = pa_getenv("PYALLOC_ALIGN");
+    if (a) {
+        if (strcmp(a, "8") == 0) pa_opt.align = 8;
+        else if (strcmp(a, "16") == 0) pa_opt.align = 16;
+        else pa_warn("PYALLOC_ALIGN must be 8 or 16; using 16");
+    }
+    uint64_t mb = options_number(pa_getenv("PYALLOC_RESERVE_MB"), pa_opt.reserve >> 20);
+    if (mb < 16) mb = 16;
+    if (mb > ((uint64_t)1 << 22)) mb = (uint64_t)1 << 22; /* 4 TiB */
+    pa_opt.reserve = (size_t)mb << 20;
+    uint64_t kb = options_number(pa_getenv("PYALLOC_DIRTY_KB"), pa_opt.dirty_min * (PA_PAGE_SIZE >> 10));
+    pa_opt.dirty_min = (size_t)(kb / (PA_PAGE_SIZE >> 10));
+    uint64_t ratio = options_number(pa_getenv("PYALLOC_DIRTY_RATIO"), pa_opt.dirty_ratio);
+    pa_opt.dirty_ratio = ratio ? (unsigned)(ratio > 1000 ? 1000 : ratio) : 0;
+}

@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT
+ * The replacement symbols: malloc, free, calloc, realloc, posix_memalign, aligned_alloc, memalign,
+ * valloc, pvalloc, malloc_usable_size and cfree (glibc manual, "Replacing malloc"). malloc and free
+ * inline the fast paths; the rest are thin wrappers. reallocarray, strdup and friends stay glibc's,
+ * which route them through these. Built into libpyalloc.so / .a, not into pyalloc_core. */
+#include "fastpath.h"
+
+#include <malloc.h>
+#include <stdlib.h>
+#include "pyalloc.h"
+
+#define PA_OVERRIDE __attribute__((visibility("default")))
+
+PA_OVERRIDE void *malloc(size_t n) { return pa_fast_malloc(n); }
+PA_OVERRIDE void free(void *p) { pa_fast_free(p); }
+PA_OVERRIDE void cfree(void *p);
+PA_OVERRIDE void cfree(void *p) { pa_fast_free(p); }
+PA_OVERRIDE void *calloc(size_t n, size_t s) { return pa_calloc(n, s); }
+PA_OVERRIDE void *realloc(void *p, size_t n) { return pa_realloc(p, n); }
+PA_OVERRIDE int posix_memalign(void **out, size_t a, size_t n) { return pa_posix_memalign(out, a, n); }
+PA_OVERRIDE void *aligned_alloc(size_t a, size_t n) { return pa_aligned_alloc(a, n); }
+PA_OVERRIDE void *memalign(size_t a, size_t n) { return pa_memalign(a, n); }
+PA_OVERRIDE void *valloc(size_t n) { return pa_valloc(n); }
+PA_OVERRIDE void *pvalloc(size_t n) { return pa_pvalloc(n); }
+PA_OVERRIDE size_t malloc_usable_size(void *p) { return pa_malloc_usable_size(p); }

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: MIT
+ * Everything that is not ours: blocks over 512 bytes, alignments over 16, and pointers pyalloc did not
+ * hand out go to glibc's allocator through its exported __libc_* entry points (no dlsym on any path
+ * that allocates, so no recursion). */
+#include "internal.h"
+
+#include <dlfcn.h>
+
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+extern void *__libc_memalign(size_t, size_t);
+extern void *__libc_valloc(size_t);
+extern void *__libc_pvalloc(size_t);
+
+void *pa_sys_malloc(size_t n) { return __libc_malloc(n); }
+void *pa_sys_calloc(size_t n, size_t s) { return __libc_calloc(n, s); }
+void *pa_sys_realloc(void *p, size_t n) { return __libc_realloc(p, n); }
+void pa_sys_free(void *p) { __libc_free(p); }
+void *pa_sys_memalign(size_t a, size_t n) { return __libc_memalign(a, n); }
+void *pa_sys_valloc(size_t n) { return __libc_valloc(n); }
+void *pa_sys_pvalloc(size_t n) { return __libc_pvalloc(n); }
+
+/* glibc exports no __libc_malloc_usable_size: find the next malloc_usable_size once. dlsym runs only
+ * for a foreign pointer, never under a lock of ours; if it allocates, our malloc serves it. */
+typedef size_t (*usable_fn)(void *);
+static _Atomic(usable_fn) sys_usable;
+
+size_t pa_sys_usable_size(void *p) {
+    usable_fn f = atomic_load_explicit(&sys_usable, memory_order_acquire);
+    if (!f) {
+        f = (usable_fn)dlsym(RTLD_NEXT, "malloc_usable_size");
+        if (!f) {
+            /* Statically linked into a binary without a dynamic glibc: read glibc's chunk header
+             * (size field before the block; bit 1 marks an mmapped chunk with a 16-byte header). */
+            size_t sz = ((size_t *)p)[-1];
+            return (sz & ~(size_t)7) - ((sz & 2) ? 16 : 8);
+        }
+        atomic_store_explicit(&sys_usable, f, memory_order_release);
+    }
+    return f(p);
+}

@@ -1,0 +1,119 @@
+/* SPDX-License-Identifier: MIT
+ * Every structure of pyalloc, and the invariants that tie them together.
+ *
+ * Address space. At start-up pyalloc reserves one range of address space (PROT_NONE, 64 GiB unless
+ * PYALLOC_RESERVE_MB says otherwise) and commits it an arena (1 MiB) at a time as the program grows.
+ * "Is this pointer mine?" is one subtraction and one compare against the committed length, so free,
+ * realloc and malloc_usable_size never read memory they do not own.
+ *
+ * Arena -> page -> block. An arena is 64 pages of 16 KiB; a page (CPython's "pool") holds blocks of
+ * one size class. The 64 size classes step by 8 bytes from 8 to 512. Page metadata lives out of band
+ * in a second reservation, one 64-byte descriptor per page, indexed by (address - base) >> 14, so an
+ * overflowing block can never corrupt it.
+ *
+ *   class  0  1  2  3  4  5  6  7 ...  63      default mode uses 8, 16 and every multiple of 16;
+ *   bytes  8 16 24 32 40 48 56 64 ... 512      classic mode (PYALLOC_ALIGN=8) uses all 64.
+ *
+ * Blocks. A page hands out blocks from its free list and, when that runs dry, carves more from the
+ * untouched tail of the page (bump, 4 KiB at a time) so memory is touched only when used. A free
+ * block's first word holds the next free block XOR the page's random key. A live block's first word
+ * is cleared by malloc. That makes a double free cheap to spot: a word that decodes to NULL or to an
+ * address in the same page is suspect and is checked against the free lists.
+ *
+ * Valid block starts. magic = floor(2^32 / bsize) + 1 and step = magic * bsize mod 2^32 (0 < step
+ * <= bsize). For an offset o within a page, (uint32)(o * magic) equals j * step when o = j * bsize,
+ * and is at least magic - 1 (>= 2^23) otherwise. thresh = (k - 1) * step + 1 for the k blocks
+ * carved so far, so one multiply and one compare reject interior pointers, the page's tail slack
+ * and blocks never handed out (tests/unit checks this for every class and offset).
+ *
+ * Ownership and threads. Every page in use belongs to one heap (one per thread), or is abandoned
+ * (its thread exited), or sits in the global pool. Page state is changed only by
+ *   - its owner, without locks (free list, bump, used, list links);
+ *   - other threads, which only push onto the atomic thread_free list, and, for a page marked FULL,
+ *     tell the owner under notify_lock (fullstate NONE -> FULL by owner, FULL -> NOTIFIED by a remote
+ *     freer, NOTIFIED -> NONE by the owner, under the lock);
+ *   - anyone holding abandoned_lock, for abandoned pages (heap == NULL).
+ * A page with a live block cannot be released, so a remote freer may read the page's heap pointer
+ * and push without fear of the page being recycled under it. Heap structures are recycled, never
+ * unmapped, so a stale heap pointer still names valid memory.
+ *
+ * Lock order (fork takes them all in this order): init < heaps < abandoned < notify < pool.
+ */
+#ifndef PA_TYPES_H
+#define PA_TYPES_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define PA_PAGE_SHIFT 14
+#define PA_PAGE_SIZE ((size_t)1 << PA_PAGE_SHIFT)
+#define PA_PAGE_MASK (PA_PAGE_SIZE - 1)
+#define PA_ARENA_SHIFT 20 /* 1 MiB: the unit in which address space is committed */
+#define PA_ARENA_SIZE ((size_t)1 << PA_ARENA_SHIFT)
+#define PA_ARENA_PAGES (PA_ARENA_SIZE / PA_PAGE_SIZE)
+#define PA_NCLASS 64
+#define PA_NWORDS 65 /* (size + 7) >> 3 for size 0..512 */
+#define PA_SMALL 512
+#define PA_CARVE 4096 /* carve fresh blocks one OS page at a time: touch memory only when used */
+
+/* A free block: the first word of its memory. */
+typedef struct pa_block {
+    uintptr_t next; /* encoded: (struct pa_block *)next ^ page->key */
+} pa_block;
+
+enum pa_where { /* which list a page is on */
+    PA_W_NONE = 0,  /* never used */
+    PA_W_AVAIL,     /* owner's avail[cls] list; the head is the current page */
+    PA_W_FULL,      /* owner's full list: no free block when last looked */
+    PA_W_ABANDONED, /* abandoned[cls]: its heap's thread exited */
+    PA_W_DIRTY,     /* global pool, memory still resident */
+    PA_W_CLEAN      /* global pool, memory given back to the OS */
+};
+
+enum pa_fullstate { PA_FS_NONE = 0, PA_FS_FULL, PA_FS_NOTIFIED };
+
+struct pa_heap;
+
+/* One per 16 KiB page, 64 bytes. Hot fields of free/malloc first. */
+typedef struct pa_page {
+    pa_block *free;                    /* local free list (owner only) */
+    uintptr_t key;                     /* free-list link encoding */
+    _Atomic(struct pa_heap *) heap;    /* owner; NULL when abandoned or pooled */
+    _Atomic(pa_block *) thread_free;   /* blocks freed by other threads */
+    uint32_t magic;                    /* see "Valid block starts" */
+    _Atomic uint32_t thresh;           /* grows as blocks are carved */
+    uint16_t used;                     /* blocks out, counting those in thread_free */
+    uint16_t bsize;                    /* block size; 0 when the page is not in use */
+    _Atomic uint16_t bump;             /* offset of the first block never handed out */
+    uint8_t cls;
+    uint8_t where;                     /* enum pa_where */
+    _Atomic uint8_t fullstate;         /* enum pa_fullstate */
+    uint8_t zeroed;                    /* page memory known zero (fresh or purged) */
+    uint16_t reserved;
+    uint32_t next, prev;               /* list links: page index + 1, 0 = none */
+    uint32_t notify_next;              /* heap's notified list, under notify_lock */
+} pa_page;
+
+_Static_assert(sizeof(pa_page) == 64, "page descriptor is one cache line");
+
+/* Per-thread statistics, merged when read. */
+typedef struct pa_heap_stats {
+    uint64_t pages_taken;  /* fresh pages from the pool */
+    uint64_t pages_given;  /* empty pages returned to the pool */
+    uint64_t adopted;      /* abandoned pages taken over */
+    uint64_t remote_frees; /* blocks this thread freed into other heaps' pages */
+} pa_heap_stats;
+
+typedef struct pa_heap {
+    pa_page *direct[PA_NWORDS];  /* by (size + 7) >> 3: the current page of that size's class */
+    uint32_t avail[PA_NCLASS];   /* list heads (page index + 1) */
+    uint32_t full;               /* list head */
+    _Atomic uint32_t notified;   /* pages that got remote frees while FULL (notify_lock) */
+    uint64_t rng;                /* page keys */
+    struct pa_heap *next_heap;   /* registry of all heaps, live or free */
+    uint8_t live;                /* owned by a running thread */
+    pa_heap_stats stats;
+} pa_heap;
+
+#endif /* PA_TYPES_H */
