@@ -2,10 +2,13 @@
  * The reservation and the global pool of pages: reserve address space once, commit it an arena
  * (1 MiB) at a time, hand out pages, take empty ones back and give their memory to the OS.
  * Exports pa_arena_init, pa_pool_take, pa_pool_give, pa_pool_trim. Everything here runs under
- * pa_pool_lock; the fast paths only read pa_g. */
+ * pa_pool_lock; the fast paths only read pa_base, pa_limit and pa_pages. */
 #include "internal.h"
 
-pa_region pa_g;
+uintptr_t pa_base;
+_Atomic uintptr_t pa_limit;
+pa_page *pa_pages;
+size_t pa_reserved;
 pthread_mutex_t pa_pool_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct {
@@ -28,9 +31,9 @@ bool pa_arena_init(void) {
             pa_os_unmap(data, size);
             continue;
         }
-        pa_g.base = (uintptr_t)data;
-        pa_g.pages = desc;
-        pa_g.reserved = size;
+        pa_base = (uintptr_t)data;
+        pa_pages = desc;
+        pa_reserved = size;
         pool.max = npages;
         return true;
     }
@@ -41,13 +44,13 @@ bool pa_arena_init(void) {
 /* Commit the next arena and its descriptors. Under the pool lock. */
 static bool pool_grow(void) {
     if (pool.committed + PA_ARENA_PAGES > pool.max) return false;
-    char *data = (char *)pa_g.base + (pool.committed << PA_PAGE_SHIFT);
-    pa_page *desc = &pa_g.pages[pool.committed];
+    char *data = (char *)pa_base + (pool.committed << PA_PAGE_SHIFT);
+    pa_page *desc = &pa_pages[pool.committed];
     if (!pa_os_commit(desc, PA_ARENA_PAGES * sizeof(pa_page))) return false;
     if (!pa_os_commit(data, PA_ARENA_SIZE)) return false;
     pool.committed += PA_ARENA_PAGES;
     /* Descriptors are committed (zero) before the range check can admit a pointer into them. */
-    atomic_store_explicit(&pa_g.limit, pool.committed << PA_PAGE_SHIFT, memory_order_release);
+    atomic_store_explicit(&pa_limit, pool.committed << PA_PAGE_SHIFT, memory_order_release);
     return true;
 }
 
@@ -72,7 +75,7 @@ pa_page *pa_pool_take(void) {
         pg->next = 0;
         pg->zeroed = 1;
     } else if (pool.hiwater < pool.committed || pool_grow()) {
-        pg = &pa_g.pages[pool.hiwater++];
+        pg = &pa_pages[pool.hiwater++];
         pg->zeroed = 1;
     }
     if (pg) {
@@ -86,16 +89,16 @@ pa_page *pa_pool_take(void) {
 /* Give the memory of pg and of every dirty pooled page next to it back to the OS in one call. */
 static void pool_purge_run(pa_page *pg) {
     uint32_t lo = pa_page_index(pg), hi = lo;
-    while (lo > 0 && pa_g.pages[lo - 1].where == PA_W_DIRTY) lo--;
-    while (hi + 1 < pool.committed && pa_g.pages[hi + 1].where == PA_W_DIRTY) hi++;
+    while (lo > 0 && pa_pages[lo - 1].where == PA_W_DIRTY) lo--;
+    while (hi + 1 < pool.committed && pa_pages[hi + 1].where == PA_W_DIRTY) hi++;
     for (uint32_t i = lo; i <= hi; i++) {
-        pa_page *q = &pa_g.pages[i];
+        pa_page *q = &pa_pages[i];
         dirty_unlink(q);
         q->where = PA_W_CLEAN;
         q->next = pool.clean;
         pool.clean = i + 1;
     }
-    pa_os_decommit((void *)(pa_g.base + ((uintptr_t)lo << PA_PAGE_SHIFT)),
+    pa_os_decommit((void *)(pa_base + ((uintptr_t)lo << PA_PAGE_SHIFT)),
                    (size_t)(hi - lo + 1) << PA_PAGE_SHIFT);
 }
 
@@ -108,7 +111,7 @@ void pa_pool_give(pa_page *pg) {
     pthread_mutex_lock(&pa_pool_lock);
     pa_assert(pg->where != PA_W_DIRTY && pg->where != PA_W_CLEAN);
     pg->bsize = 0;
-    pg->free = NULL;
+    pg->free = (pa_block *)1;
     pg->used = 0;
     pa_store_relaxed(&pg->thresh, 0);
     pg->where = PA_W_DIRTY;

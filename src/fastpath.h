@@ -16,7 +16,7 @@ static inline void *pa_fast_malloc_small(size_t n) {
     pa_heap *h = pa_tls_heap;
     pa_page *pg = h->direct[(n + 7) >> 3];
     pa_block *b = pg->free;
-    if (pa_likely(b != NULL)) {
+    if (pa_likely(!pa_list_is_end(b))) {
         pg->free = (pa_block *)(b->next ^ pg->key);
         b->next = 0; /* a live block never shows a free link, and never shows the key */
         pg->used++;
@@ -31,30 +31,27 @@ static inline void *pa_fast_malloc(size_t n) {
 }
 
 static inline void pa_fast_free(void *p) {
-    uintptr_t off = (uintptr_t)p - pa_g.base;
-    if (pa_unlikely(off >= pa_load_relaxed(&pa_g.limit))) {
+    uintptr_t off = (uintptr_t)p - pa_base;
+    if (pa_unlikely(off >= pa_load_relaxed(&pa_limit))) {
         pa_free_foreign(p); /* NULL lands here too */
         return;
     }
-    pa_page *pg = &pa_g.pages[off >> PA_PAGE_SHIFT];
-    pa_heap *h = pa_tls_heap;
+    pa_page *pg = &pa_pages[off >> PA_PAGE_SHIFT];
     pa_block *b = p;
-    if (pa_likely(pa_load_relaxed(&pg->heap) == h)) {
+    pa_heap *h = pa_tls_heap;
+    if (pa_likely(pa_load_relaxed(&pg->local) == h)) { /* this thread's, and not full */
         uintptr_t key = pg->key;
-        uintptr_t w = b->next ^ key;
-        if (pa_likely(pa_block_is_start(pg, off & PA_PAGE_MASK) & (w != 0) &
-                      (((w ^ (uintptr_t)p) >> PA_PAGE_SHIFT) != 0))) {
-            pa_block *old = pg->free;
-            b->next = (uintptr_t)old ^ key;
+        if (pa_likely(pa_block_is_start(pg, off & PA_PAGE_MASK) &
+                      ((((b->next ^ key) ^ (uintptr_t)p) >> PA_PAGE_SHIFT) != 0))) {
+            b->next = (uintptr_t)pg->free ^ key;
             pg->free = b;
-            if (pa_likely((--pg->used != 0) & (old != NULL))) return;
-            pa_free_local_slow(h, pg);
+            if (pa_unlikely(--pg->used == 0)) pa_free_local_slow(h, pg);
             return;
         }
         pa_free_local_check(h, pg, b);
         return;
     }
-    pa_free_remote(pg, b);
+    pa_free_slow(pg, b);
 }
 
 #endif /* PA_FASTPATH_H */

@@ -22,17 +22,26 @@ _Noreturn void pa_free_invalid(const char *fn, const void *p) {
     pa_fatal(what, p);
 }
 
-/* The block failed a fast check: an interior pointer, or a first word that looks like a free link.
+/* A local free that failed a fast check (an interior pointer, or a first word that looks like a free
+ * link) or that lands in a FULL page.
  * The owner can confirm against its own lists; a false alarm is freed normally. */
 void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
     if (!pa_block_is_start(pg, (uintptr_t)b & PA_PAGE_MASK)) pa_free_invalid("free", b);
-    if (pa_page_list_contains(pg, pg->free, b) ||
-        pa_page_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b))
+    if (pa_block_looks_free(pg, b) &&
+        (pa_page_list_contains(pg, pg->free, b) ||
+         pa_page_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b)))
         pa_fatal("free(): double free detected", b);
-    pa_block *old = pg->free;
-    b->next = (uintptr_t)old ^ pg->key;
+    b->next = (uintptr_t)pg->free ^ pg->key;
     pg->free = b;
-    if (--pg->used == 0 || old == NULL) pa_free_local_slow(h, pg);
+    pg->used--;
+    pa_free_local_slow(h, pg);
+}
+
+/* Not on this thread's avail lists: one of its FULL pages, or another thread's page. */
+void pa_free_slow(pa_page *pg, pa_block *b) {
+    pa_heap *h = pa_tls_heap;
+    if (pa_load_relaxed(&pg->heap) == h) pa_free_local_check(h, pg, b);
+    else pa_free_remote(pg, b);
 }
 
 void pa_check_live(const char *fn, pa_page *pg, const void *p) {

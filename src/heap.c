@@ -7,7 +7,8 @@
 
 #include <string.h>
 
-static pa_page page_empty; /* free == NULL: every direct[] slot of a heap with no page points here */
+/* Its free list is empty: every direct[] slot of a heap with no page points here. */
+static pa_page page_empty = { .free = (pa_block *)1 };
 
 #define PA_EMPTY_DIRECT { [0 ... PA_NWORDS - 1] = &page_empty }
 pa_heap pa_heap_empty = { .direct = PA_EMPTY_DIRECT };
@@ -108,11 +109,8 @@ static void heap_take_notified(pa_heap *h) {
         list = pg->notify_next;
         if (pa_load_relaxed(&pg->heap) != h || pg->where != PA_W_FULL) continue;
         pa_page_collect(pg);
-        if (pg->free) {
-            list_unlink(&h->full, pg);
-            pg->where = PA_W_AVAIL;
-            list_push(&h->avail[pg->cls], pg);
-            heap_refresh_direct(h, pg->cls);
+        if (!pa_list_is_end(pg->free)) {
+            pa_heap_unfull(h, pg);
         } else {
             heap_make_full(h, pg); /* re-arm the notification */
         }
@@ -127,16 +125,18 @@ static void heap_make_full(pa_heap *h, pa_page *pg) {
     atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_FULL); /* NOTIFIED: already queued */
     if (atomic_load(&pg->thread_free) != NULL) {
         pa_page_collect(pg);
-        list_unlink(&h->full, pg);
-        pg->where = PA_W_AVAIL;
-        list_push(&h->avail[pg->cls], pg);
-        heap_refresh_direct(h, pg->cls);
-        expect = PA_FS_FULL;
-        atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_NONE);
+        pa_heap_unfull(h, pg);
+        /* now the head of avail, so that heap_find_page takes it */
+        if (h->avail[pg->cls] != pa_page_link(pg)) {
+            list_unlink(&h->avail[pg->cls], pg);
+            list_push(&h->avail[pg->cls], pg);
+            heap_refresh_direct(h, pg->cls);
+        }
     }
 }
 
 static void heap_page_to_full(pa_heap *h, pa_page *pg) {
+    atomic_store_explicit(&pg->local, NULL, memory_order_relaxed); /* frees into it take the slow path */
     list_unlink(&h->avail[pg->cls], pg);
     pg->where = PA_W_FULL;
     list_push(&h->full, pg);
@@ -153,6 +153,7 @@ static pa_page *heap_adopt(pa_heap *h, uint32_t cls) {
         atomic_fetch_sub_explicit(&abandoned_n[cls], 1, memory_order_relaxed);
         pg->where = PA_W_AVAIL;
         atomic_store_explicit(&pg->heap, h, memory_order_release);
+        atomic_store_explicit(&pg->local, h, memory_order_relaxed);
     }
     pthread_mutex_unlock(&pa_abandoned_lock);
     if (pg) {
@@ -169,7 +170,7 @@ static pa_page *heap_find_page(pa_heap *h, uint32_t cls) {
         pa_page *pg = pa_page_at(h->avail[cls]);
         while (pg) {
             pa_page_collect(pg);
-            if (pg->free || pa_page_extend(pg)) {
+            if (!pa_list_is_end(pg->free) || pa_page_extend(pg)) {
                 if (h->avail[cls] != pa_page_link(pg)) {
                     list_unlink(&h->avail[cls], pg);
                     list_push(&h->avail[cls], pg);
@@ -210,6 +211,7 @@ void *pa_malloc_slow(pa_heap *h, size_t size) {
     pa_page *pg = heap_find_page(h, cls);
     if (!pg) return pa_sys_malloc(size);
     pa_block *b = pg->free;
+    pa_assert(!pa_list_is_end(b));
     pg->free = (pa_block *)(b->next ^ pg->key);
     b->next = 0;
     pg->used++;
@@ -221,31 +223,36 @@ static void heap_release(pa_heap *h, pa_page *pg) {
     if (atomic_load(&pg->fullstate) == PA_FS_NOTIFIED) heap_take_notified(h); /* unqueue it first */
     list_unlink(&h->avail[pg->cls], pg);
     heap_refresh_direct(h, pg->cls);
+    atomic_store_explicit(&pg->local, NULL, memory_order_relaxed);
     atomic_store_explicit(&pg->heap, NULL, memory_order_relaxed);
     h->stats.pages_given++;
     pa_pool_give(pg);
 }
 
-void pa_free_local_slow(pa_heap *h, pa_page *pg) {
+/* A FULL page of h got a block back: onto avail, behind the current page, which stays current. */
+void pa_heap_unfull(pa_heap *h, pa_page *pg) {
     uint32_t cls = pg->cls;
-    if (pg->where == PA_W_FULL) { /* it has a free block again */
-        list_unlink(&h->full, pg);
-        pg->where = PA_W_AVAIL;
-        pa_page *head = pa_page_at(h->avail[cls]);
-        if (head) { /* behind the current page, which stays current */
-            pg->prev = pa_page_link(head);
-            pg->next = head->next;
-            if (head->next) pa_page_at(head->next)->prev = pa_page_link(pg);
-            head->next = pa_page_link(pg);
-        } else {
-            list_push(&h->avail[cls], pg);
-            heap_refresh_direct(h, cls);
-        }
-        uint8_t expect = PA_FS_FULL;
-        atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_NONE);
+    list_unlink(&h->full, pg);
+    pg->where = PA_W_AVAIL;
+    pa_page *head = pa_page_at(h->avail[cls]);
+    if (head) {
+        pg->prev = pa_page_link(head);
+        pg->next = head->next;
+        if (head->next) pa_page_at(head->next)->prev = pa_page_link(pg);
+        head->next = pa_page_link(pg);
+    } else {
+        list_push(&h->avail[cls], pg);
+        heap_refresh_direct(h, cls);
     }
+    uint8_t expect = PA_FS_FULL;
+    atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_NONE);
+    atomic_store_explicit(&pg->local, h, memory_order_relaxed);
+}
+
+void pa_free_local_slow(pa_heap *h, pa_page *pg) {
+    if (pg->where == PA_W_FULL) pa_heap_unfull(h, pg);
     /* An empty current page stays: a thread that mallocs and frees one block must not churn pages. */
-    if (pg->used == 0 && h->avail[cls] != pa_page_link(pg)) heap_release(h, pg);
+    if (pg->used == 0 && h->avail[pg->cls] != pa_page_link(pg)) heap_release(h, pg);
 }
 
 /* ---- frees of pages this thread does not own ---- */
@@ -276,7 +283,7 @@ void pa_free_remote(pa_page *pg, pa_block *b) {
     if (pa_unlikely(pa_block_looks_free(pg, b))) pa_fatal("free(): double free detected", b);
     pa_block *head = atomic_load_explicit(&pg->thread_free, memory_order_relaxed);
     do {
-        b->next = (uintptr_t)head ^ pg->key;
+        b->next = (uintptr_t)(head ? head : pa_list_end(pg)) ^ pg->key;
     } while (!atomic_compare_exchange_weak_explicit(&pg->thread_free, &head, b, memory_order_seq_cst,
                                                     memory_order_relaxed));
     if (pa_unlikely(atomic_load(&pg->fullstate) == PA_FS_FULL)) free_notify(pg);
@@ -325,6 +332,7 @@ static void heap_abandon(pa_heap *h) {
         uint32_t l = c < PA_NCLASS ? h->avail[c] : h->full;
         for (; l; l = pa_page_at(l)->next) {
             pa_page *pg = pa_page_at(l);
+            atomic_store_explicit(&pg->local, NULL, memory_order_relaxed);
             atomic_store_explicit(&pg->heap, NULL, memory_order_release);
             atomic_store(&pg->fullstate, PA_FS_NONE);
         }

@@ -11,6 +11,9 @@
 #include <stdint.h>
 #include <pthread.h>
 
+/* Everything declared below is internal to the library: hidden, so it is reached without the GOT. */
+#pragma GCC visibility push(hidden)
+
 #define PA_API __attribute__((visibility("default")))
 #define PA_HIDDEN __attribute__((visibility("hidden")))
 #define PA_NOINLINE __attribute__((noinline))
@@ -64,13 +67,11 @@ static inline uint32_t pa_class_size(uint32_t cls) { return (cls + 1) * 8; }
 static inline uint32_t pa_class_blocks(uint32_t cls) { return (uint32_t)(PA_PAGE_SIZE / pa_class_size(cls)); }
 
 /* ---- arena.c: the reservation, and the global pool of pages ---- */
-typedef struct pa_region {
-    uintptr_t base;              /* first byte of page 0 */
-    _Atomic uintptr_t limit;     /* committed bytes: "mine" means p - base < limit */
-    pa_page *pages;              /* descriptors, parallel to the pages */
-    size_t reserved;             /* bytes reserved for pages */
-} pa_region;
-extern pa_region pa_g;
+/* The reservation; the fast paths read these (separate variables: each one RIP-relative load). */
+extern PA_HIDDEN uintptr_t pa_base;          /* first byte of page 0 */
+extern PA_HIDDEN _Atomic uintptr_t pa_limit; /* committed bytes: "mine" means p - base < limit */
+extern PA_HIDDEN pa_page *pa_pages;          /* descriptors, parallel to the pages */
+extern size_t pa_reserved;         /* bytes reserved for pages */
 extern pthread_mutex_t pa_pool_lock;
 bool pa_arena_init(void);
 pa_page *pa_pool_take(void);                 /* a page not in use, or NULL when the reservation is full */
@@ -78,21 +79,21 @@ void pa_pool_give(pa_page *pg);              /* an empty page back; may give mem
 size_t pa_pool_dirty_pages(void);
 void pa_pool_trim(void);                      /* give every dirty pooled page back to the OS */
 
-static inline uint32_t pa_page_index(const pa_page *pg) { return (uint32_t)(pg - pa_g.pages); }
-static inline pa_page *pa_page_at(uint32_t link) { return link ? &pa_g.pages[link - 1] : NULL; }
+static inline uint32_t pa_page_index(const pa_page *pg) { return (uint32_t)(pg - pa_pages); }
+static inline pa_page *pa_page_at(uint32_t link) { return link ? &pa_pages[link - 1] : NULL; }
 static inline uint32_t pa_page_link(const pa_page *pg) { return pg ? pa_page_index(pg) + 1 : 0; }
 static inline uintptr_t pa_page_start(const pa_page *pg) {
-    return pa_g.base + ((uintptr_t)pa_page_index(pg) << PA_PAGE_SHIFT);
+    return pa_base + ((uintptr_t)pa_page_index(pg) << PA_PAGE_SHIFT);
 }
 /* The page of p, or NULL when p is not in committed pool memory. */
 static inline pa_page *pa_page_of(const void *p) {
-    uintptr_t off = (uintptr_t)p - pa_g.base;
-    if (off >= pa_load_relaxed(&pa_g.limit)) return NULL;
-    return &pa_g.pages[off >> PA_PAGE_SHIFT];
+    uintptr_t off = (uintptr_t)p - pa_base;
+    if (off >= pa_load_relaxed(&pa_limit)) return NULL;
+    return &pa_pages[off >> PA_PAGE_SHIFT];
 }
 /* True when p falls in the reserved range at all (committed or not). */
 static inline bool pa_in_reservation(const void *p) {
-    return pa_g.reserved && (uintptr_t)p - pa_g.base < pa_g.reserved;
+    return pa_reserved && (uintptr_t)p - pa_base < pa_reserved;
 }
 
 /* ---- page.c: one page's blocks ---- */
@@ -103,11 +104,11 @@ bool pa_page_list_contains(const pa_page *pg, pa_block *list, const pa_block *b)
 static inline bool pa_block_is_start(const pa_page *pg, uintptr_t poff) {
     return (uint32_t)((uint32_t)poff * pg->magic) < pa_load_relaxed(&pg->thresh);
 }
-/* The cheap double-free test: a live block's first word never decodes to NULL or into its own page. */
+/* The cheap double-free test: a live block's first word never decodes into its own page. */
 static inline bool pa_block_looks_free(const pa_page *pg, const pa_block *b) {
-    uintptr_t w = b->next ^ pg->key;
-    return w == 0 || ((w ^ (uintptr_t)b) >> PA_PAGE_SHIFT) == 0;
+    return (((b->next ^ pg->key) ^ (uintptr_t)b) >> PA_PAGE_SHIFT) == 0;
 }
+static inline pa_block *pa_list_end(const pa_page *pg) { return (pa_block *)(pa_page_start(pg) | 1); }
 
 /* ---- heap.c: per-thread heaps, thread exit, abandoned pages ---- */
 extern __thread pa_heap *pa_tls_heap __attribute__((tls_model("initial-exec")));
@@ -116,7 +117,9 @@ extern pa_heap pa_heap_dead;
 extern pthread_mutex_t pa_heaps_lock, pa_abandoned_lock, pa_notify_lock;
 void *pa_malloc_slow(pa_heap *h, size_t size);
 void pa_free_local_slow(pa_heap *h, pa_page *pg);   /* after a local free: page was full or is empty */
+void pa_heap_unfull(pa_heap *h, pa_page *pg);       /* a FULL page of h has a free block again */
 void pa_free_remote(pa_page *pg, pa_block *b);      /* p in pg, which this thread does not own */
+void pa_free_slow(pa_page *pg, pa_block *b);        /* pg not on this thread's avail lists */
 void pa_heap_thread_exit(void *arg);
 pa_heap *pa_heap_first(void);                       /* registry walk, under pa_heaps_lock */
 
@@ -142,5 +145,7 @@ static inline bool pa_ready(void) {
     return pa_likely(atomic_load_explicit(&pa_init_state, memory_order_acquire) == 2) || pa_init_slow();
 }
 extern pthread_key_t pa_thread_key;
+
+#pragma GCC visibility pop
 
 #endif /* PA_INTERNAL_H */

@@ -10,8 +10,8 @@ static inline uintptr_t page_encode(const pa_page *pg, const pa_block *b) { retu
 
 void pa_page_init(pa_page *pg, pa_heap *h, uint32_t cls, uint64_t key) {
     uint32_t bsize = pa_class_size(cls);
-    pg->free = NULL;
     pg->key = (uintptr_t)key;
+    pg->free = pa_list_end(pg);
     pg->magic = (uint32_t)((((uint64_t)1) << 32) / bsize + 1);
     pa_store_relaxed(&pg->thresh, 0);
     pg->used = 0;
@@ -23,6 +23,7 @@ void pa_page_init(pa_page *pg, pa_heap *h, uint32_t cls, uint64_t key) {
     atomic_store_explicit(&pg->thread_free, NULL, memory_order_relaxed);
     pg->next = pg->prev = pg->notify_next = 0;
     atomic_store_explicit(&pg->heap, h, memory_order_release);
+    atomic_store_explicit(&pg->local, h, memory_order_relaxed);
 }
 
 bool pa_page_extend(pa_page *pg) {
@@ -56,7 +57,7 @@ uint32_t pa_page_collect(pa_page *pg) {
     if (!head) return 0;
     uint32_t n = 1;
     pa_block *tail = head;
-    for (pa_block *nx; (nx = page_decode(pg, tail->next)) != NULL; tail = nx) {
+    for (pa_block *nx; !pa_list_is_end(nx = page_decode(pg, tail->next)); tail = nx) {
         n++;
         if (pa_unlikely(n > pa_class_blocks(pg->cls))) pa_fatal("corrupted free list in page", (void *)pa_page_start(pg));
     }
@@ -69,7 +70,7 @@ uint32_t pa_page_collect(pa_page *pg) {
 
 bool pa_page_list_contains(const pa_page *pg, pa_block *list, const pa_block *b) {
     uint32_t limit = pa_class_blocks(pg->cls);
-    for (uint32_t i = 0; list && i <= limit; i++) {
+    for (uint32_t i = 0; list && !pa_list_is_end(list) && i <= limit; i++) {
         if (list == b) return true;
         if (((uintptr_t)list ^ pa_page_start(pg)) >> PA_PAGE_SHIFT) return false; /* corrupt link */
         list = page_decode(pg, list->next);

@@ -16,9 +16,10 @@
  *
  * Blocks. A page hands out blocks from its free list and, when that runs dry, carves more from the
  * untouched tail of the page (bump, 4 KiB at a time) so memory is touched only when used. A free
- * block's first word holds the next free block XOR the page's random key. A live block's first word
- * is cleared by malloc. That makes a double free cheap to spot: a word that decodes to NULL or to an
- * address in the same page is suspect and is checked against the free lists.
+ * block's first word holds the next free block XOR the page's random key; the last one holds the
+ * page's end mark (its start address + 1) the same way. A live block's first word is cleared by
+ * malloc. That makes a double free cheap to spot: a first word that decodes to an address in the
+ * same page is suspect and is checked against the free lists.
  *
  * Valid block starts. magic = floor(2^32 / bsize) + 1 and step = magic * bsize mod 2^32 (0 < step
  * <= bsize). For an offset o within a page, (uint32)(o * magic) equals j * step when o = j * bsize,
@@ -75,12 +76,14 @@ enum pa_fullstate { PA_FS_NONE = 0, PA_FS_FULL, PA_FS_NOTIFIED };
 
 struct pa_heap;
 
-/* One per 16 KiB page, 64 bytes. Hot fields of free/malloc first. */
+/* One per 16 KiB page, 128 bytes: everything free and malloc touch is in the first 64. */
 typedef struct pa_page {
-    pa_block *free;                    /* local free list (owner only) */
+    pa_block *free;                    /* local free list (owner only), ends in pa_list_end() */
     uintptr_t key;                     /* free-list link encoding */
+    _Atomic(struct pa_heap *) local;   /* the owner while the page is on its avail list, else NULL:
+                                          the one compare of free's fast path */
     _Atomic(struct pa_heap *) heap;    /* owner; NULL when abandoned or pooled */
-    _Atomic(pa_block *) thread_free;   /* blocks freed by other threads */
+    _Atomic(pa_block *) thread_free;   /* blocks freed by other threads; NULL when empty */
     uint32_t magic;                    /* see "Valid block starts" */
     _Atomic uint32_t thresh;           /* grows as blocks are carved */
     uint16_t used;                     /* blocks out, counting those in thread_free */
@@ -93,9 +96,14 @@ typedef struct pa_page {
     uint16_t reserved;
     uint32_t next, prev;               /* list links: page index + 1, 0 = none */
     uint32_t notify_next;              /* heap's notified list, under notify_lock */
+    uint8_t cold[56];                  /* pads to 128; room for per-page statistics */
 } pa_page;
 
-_Static_assert(sizeof(pa_page) == 64, "page descriptor is one cache line");
+_Static_assert(sizeof(pa_page) == 128, "page descriptor is two cache lines");
+
+/* Free lists end in a mark with bit 0 set that points into the page itself, so every link of a
+ * free block - the last one too - decodes to an address in its own page. */
+static inline int pa_list_is_end(const pa_block *b) { return (int)((uintptr_t)b & 1); }
 
 /* Per-thread statistics, merged when read. */
 typedef struct pa_heap_stats {
