@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+# Build pyalloc (Release in build/release, Debug in build/debug) and run its CTest suite in each.
+# Usage: bash scripts/test.sh [--quick]
+#   --quick   Release build only, for iteration
+# Environment: PYALLOC_TEST_TIMEOUT (seconds per test, default 300), PYALLOC_JOBS (build jobs, default nproc).
+# Runs from anywhere; needs no stdin. As root it installs missing Debian packages; otherwise it lists them.
+set -euo pipefail
+
+# Debian packages the build and the tests need. Append here (one list, space separated).
+PYALLOC_APT_PACKAGES="build-essential cmake pkg-config libcmocka-dev python3 sqlite3 clang valgrind"
+
+usage() { sed -n '3,7s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+
+quick=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "test.sh: unknown argument '$arg'" >&2; usage >&2; exit 2 ;;
+  esac
+done
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+root_dir=$(pwd)
+
+# ---- (a) dependencies ------------------------------------------------------------------------------
+ensure_packages() {
+  if ! command -v dpkg-query >/dev/null 2>&1; then
+    echo "test.sh: not a Debian system; make sure these are installed: $PYALLOC_APT_PACKAGES" >&2
+    return 0
+  fi
+  local missing=() pkg status
+  for pkg in $PYALLOC_APT_PACKAGES; do
+    status=$(dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null || true)
+    [[ $status == *"install ok installed"* ]] || missing+=("$pkg")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "test.sh: missing packages: ${missing[*]}" >&2
+    echo "test.sh: install them with: sudo apt-get install --no-install-recommends ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "==> installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq </dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+}
+ensure_packages
+
+jobs=${PYALLOC_JOBS:-$(nproc 2>/dev/null || echo 2)}
+timeout=${PYALLOC_TEST_TIMEOUT:-300}
+
+echo "==> pyalloc tests in $root_dir ($(cmake --version | head -n1), $(cc --version | head -n1))"
+
+# ---- (b, c) configure, build and test each configuration ------------------------------------------
+summary=()
+failed=0
+
+# run_step NAME COMMAND...: runs the command, records "ok"/"FAILED" with its duration.
+run_step() {
+  local name=$1; shift
+  local start=$SECONDS rc=0
+  echo
+  echo "==> $name: $*"
+  "$@" </dev/null || rc=$?
+  local took=$((SECONDS - start))
+  if [[ $rc -eq 0 ]]; then
+    summary+=("$(printf '  %-8s %-22s %4ss' ok "$name" "$took")")
+  else
+    summary+=("$(printf '  %-8s %-22s %4ss  (exit %s)' FAILED "$name" "$took" "$rc")")
+    failed=1
+  fi
+  return "$rc"
+}
+
+ctest_args=(--output-on-failure -j2 --timeout "$timeout")
+# Once tests/ has a CMakeLists.txt, a configuration that registers no test is an error.
+[[ -f tests/CMakeLists.txt ]] && ctest_args+=(--no-tests=error)
+
+# ctest_in DIR ARGS...: ctest in a build directory (ctest --test-dir needs CMake 3.20).
+ctest_in() { (cd "$1" && shift && ctest "$@"); }
+
+run_config() {
+  local type=$1 dir=$2
+  run_step "$type configure" cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="$type" || return 0
+  run_step "$type build" cmake --build "$dir" -j "$jobs" || return 0
+  run_step "$type test" ctest_in "$dir" "${ctest_args[@]}" || return 0
+}
+
+run_config Release build/release
+if [[ $quick -eq 0 ]]; then
+  run_config Debug build/debug
+fi
+
+# ---- (d) summary -----------------------------------------------------------------------------------
+echo
+echo "==> summary$([[ $quick -eq 1 ]] && echo ' (--quick: Release only)')"
+printf '%s\n' "${summary[@]}"
+if [[ $failed -ne 0 ]]; then
+  echo "==> FAILED"
+  exit 1
+fi
+echo "==> all passed"
