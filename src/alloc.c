@@ -77,17 +77,8 @@ PA_API void *pa_aligned_alloc(size_t a, size_t n) {
 }
 
 PA_API void *pa_memalign(size_t a, size_t n) {
-    /* glibc's semantics: small alignments are plain malloc, others round up to a power of two. */
-    if (a > SIZE_MAX / 2 + 1) {
-        errno = EINVAL;
-        return NULL;
-    }
-    if (!pow2(a)) {
-        size_t r = 1;
-        while (r < a) r <<= 1;
-        a = r;
-    }
-    return alloc_aligned(a, n);
+    /* As the manual page has it (glibc itself rounds such an alignment up): a power of two, or EINVAL. */
+    return pa_aligned_alloc(a, n);
 }
 
 PA_API void *pa_valloc(size_t n) { return pa_sys_valloc(n); }
