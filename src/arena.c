@@ -80,7 +80,7 @@ pa_page *pa_pool_take(void) {
     }
     if (pg) {
         pool.live++;
-        pg->where = PA_W_NONE;
+        pg->where = pg->pooled = 0;
     }
     pthread_mutex_unlock(&pa_pool_lock);
     return pg;
@@ -89,12 +89,12 @@ pa_page *pa_pool_take(void) {
 /* Give the memory of pg and of every dirty pooled page next to it back to the OS in one call. */
 static void pool_purge_run(pa_page *pg) {
     uint32_t lo = pa_page_index(pg), hi = lo;
-    while (lo > 0 && pa_pages[lo - 1].where == PA_W_DIRTY) lo--;
-    while (hi + 1 < pool.committed && pa_pages[hi + 1].where == PA_W_DIRTY) hi++;
+    while (lo > 0 && pa_pages[lo - 1].pooled == PA_W_DIRTY) lo--;
+    while (hi + 1 < pool.committed && pa_pages[hi + 1].pooled == PA_W_DIRTY) hi++;
     for (uint32_t i = lo; i <= hi; i++) {
         pa_page *q = &pa_pages[i];
         dirty_unlink(q);
-        q->where = PA_W_CLEAN;
+        q->where = q->pooled = PA_W_CLEAN;
         q->next = pool.clean;
         pool.clean = i + 1;
     }
@@ -114,7 +114,7 @@ void pa_pool_give(pa_page *pg) {
     pg->free = (pa_block *)1;
     pg->used = 0;
     pa_store_relaxed(&pg->thresh, 0);
-    pg->where = PA_W_DIRTY;
+    pg->where = pg->pooled = PA_W_DIRTY;
     pg->prev = 0;
     pg->next = pool.dirty;
     if (pool.dirty) pa_page_at(pool.dirty)->prev = pa_page_link(pg);

@@ -5,7 +5,15 @@
 #include "internal.h"
 
 #include <dlfcn.h>
+#include <malloc.h>
+#include <stdlib.h>
 
+#ifndef PA_PASSTHROUGH_LIBC
+#define PA_PASSTHROUGH_LIBC 1 /* 0 in sanitizer builds of pyalloc_core: pass to the sanitizer's malloc,
+                                 which the program keeps, so it sees every block handed between threads */
+#endif
+
+#if PA_PASSTHROUGH_LIBC
 extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
@@ -22,18 +30,20 @@ void *pa_sys_memalign(size_t a, size_t n) { return __libc_memalign(a, n); }
 void *pa_sys_valloc(size_t n) { return __libc_valloc(n); }
 void *pa_sys_pvalloc(size_t n) { return __libc_pvalloc(n); }
 
-/* glibc exports no __libc_malloc_usable_size: find the next malloc_usable_size once. dlsym runs only
- * for a foreign pointer, never under a lock of ours; if it allocates, our malloc serves it. */
+/* glibc exports no __libc_malloc_usable_size: look up libc's own malloc_usable_size once (in libc
+ * itself, so neither our override nor a sanitizer's interceptor answers). dlsym runs only for a
+ * foreign pointer, never under a lock of ours; if it allocates, our malloc serves it. */
 typedef size_t (*usable_fn)(void *);
 static _Atomic(usable_fn) sys_usable;
 
 size_t pa_sys_usable_size(void *p) {
     usable_fn f = atomic_load_explicit(&sys_usable, memory_order_acquire);
     if (!f) {
-        f = (usable_fn)dlsym(RTLD_NEXT, "malloc_usable_size");
+        void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+        if (libc) f = (usable_fn)dlsym(libc, "malloc_usable_size");
         if (!f) {
-            /* Statically linked into a binary without a dynamic glibc: read glibc's chunk header
-             * (size field before the block; bit 1 marks an mmapped chunk with a 16-byte header). */
+            /* No dynamic glibc to ask: read glibc's chunk header (size field before the block;
+             * bit 1 marks an mmapped chunk, whose header is 16 bytes). */
             size_t sz = ((size_t *)p)[-1];
             return (sz & ~(size_t)7) - ((sz & 2) ? 16 : 8);
         }
@@ -41,3 +51,13 @@ size_t pa_sys_usable_size(void *p) {
     }
     return f(p);
 }
+#else
+void *pa_sys_malloc(size_t n) { return malloc(n); }
+void *pa_sys_calloc(size_t n, size_t s) { return calloc(n, s); }
+void *pa_sys_realloc(void *p, size_t n) { return realloc(p, n); }
+void pa_sys_free(void *p) { free(p); }
+void *pa_sys_memalign(size_t a, size_t n) { return memalign(a, n); }
+void *pa_sys_valloc(size_t n) { return valloc(n); }
+void *pa_sys_pvalloc(size_t n) { return pvalloc(n); }
+size_t pa_sys_usable_size(void *p) { return malloc_usable_size(p); }
+#endif
