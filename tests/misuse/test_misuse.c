@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: MIT
+ * Death tests: each misuse runs in a forked child whose stderr is captured through a pipe. The child
+ * must die of SIGABRT after one line starting with "pyalloc: " that names the fault ("double free" or
+ * "invalid pointer") and the faulting address in hex. Pointers from glibc's own allocator are not
+ * misuse: free, realloc and malloc_usable_size must accept them. */
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "pa_test.h"
+
+extern void *__libc_malloc(size_t size);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_memalign(size_t alignment, size_t size);
+
+#define CHILD_DEADLINE_S 10
+
+struct outcome {
+    int status;
+    char err[8192];
+};
+
+static void run_in_child(void (*fn)(void *), void *arg, struct outcome *out)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit no_core = {0, 0};
+        setrlimit(RLIMIT_CORE, &no_core); /* abort() on purpose: no core dump to write */
+        signal(SIGABRT, SIG_DFL);
+        signal(SIGSEGV, SIG_DFL); /* cmocka's handlers are inherited: a crash must show as a crash */
+        signal(SIGBUS, SIG_DFL);
+        close(fds[0]);
+        dup2(fds[1], STDERR_FILENO);
+        close(fds[1]);
+        alarm(CHILD_DEADLINE_S);
+        fn(arg);
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t len = 0;
+    for (;;) {
+        ssize_t r = read(fds[0], out->err + len, sizeof out->err - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        if (len == sizeof out->err - 1)
+            break;
+    }
+    out->err[len] = '\0';
+    close(fds[0]);
+    assert_int_equal(waitpid(pid, &out->status, 0), pid);
+}
+
+/* The line of stderr that starts with "pyalloc: " and contains word, or NULL. */
+static const char *find_line(const char *err, const char *word, char *line, size_t cap)
+{
+    const char *s = err;
+    while (*s) {
+        const char *e = strchr(s, '\n');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        if (n < cap && strncmp(s, "pyalloc: ", 9) == 0) {
+            memcpy(line, s, n);
+            line[n] = '\0';
+            if (strstr(line, word) != NULL)
+                return line;
+        }
+        if (!e)
+            break;
+        s = e + 1;
+    }
+    return NULL;
+}
+
+/* 1 if line contains a 0x... number equal to addr (any case, any zero padding). */
+static int line_has_address(const char *line, const void *addr)
+{
+    for (const char *s = line; *s; s++)
+        if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X') && isxdigit((unsigned char)s[2]) &&
+            strtoumax(s + 2, NULL, 16) == (uintmax_t)(uintptr_t)addr)
+            return 1;
+    return 0;
+}
+
+/* Asserts the child died of SIGABRT with a "pyalloc: " line naming one of the words and addr. */
+static void expect_abort(const struct outcome *o, const char *word1, const char *word2,
+                         const void *addr)
+{
+    char line[1024];
+    if (!WIFSIGNALED(o->status) || WTERMSIG(o->status) != SIGABRT) {
+        if (WIFSIGNALED(o->status))
+            fail_msg("child killed by signal %d, not SIGABRT; stderr: [%s]", WTERMSIG(o->status),
+                     o->err);
+        fail_msg("child exited %d instead of aborting; stderr: [%s]", WEXITSTATUS(o->status),
+                 o->err);
+    }
+    const char *l = find_line(o->err, word1, line, sizeof line);
+    if (l == NULL && word2 != NULL)
+        l = find_line(o->err, word2, line, sizeof line);
+    if (l == NULL)
+        fail_msg("no line starting \"pyalloc: \" naming \"%s\"%s%s%s in stderr: [%s]", word1,
+                 word2 ? " or \"" : "", word2 ? word2 : "", word2 ? "\"" : "", o->err);
+    if (!line_has_address(l, addr))
+        fail_msg("message [%s] does not name the address %p", l, addr);
+}
+
+static void expect_clean_exit(const struct outcome *o)
+{
+    if (WIFSIGNALED(o->status))
+        fail_msg("child killed by signal %d; stderr: [%s]", WTERMSIG(o->status), o->err);
+    assert_int_equal(WEXITSTATUS(o->status), 0);
+    if (strstr(o->err, "pyalloc:") != NULL)
+        fail_msg("unexpected diagnostic: [%s]", o->err);
+}
+
+/* --- the misuses ---------------------------------------------------------------------------- */
+
+struct args {
+    size_t size;
+    size_t offset;
+};
+
+/* The child stores the address its message must name in a MAP_SHARED page the parent reads. */
+static void **shared_addr;
+
+static void child_double_free(void *arg)
+{
+    struct args *a = arg;
+    void *neighbour = T_MALLOC(a->size); /* keeps the page in use */
+    void *p = T_MALLOC(a->size);
+    (void)neighbour;
+    *shared_addr = p;
+    T_FREE(p);
+    T_FREE(t_launder(p));
+}
+
+static void child_double_free_lone(void *arg)
+{
+    struct args *a = arg;
+    void *p = T_MALLOC(a->size);
+    *shared_addr = p;
+    T_FREE(p);
+    T_FREE(t_launder(p));
+}
+
+static void child_free_interior(void *arg)
+{
+    struct args *a = arg;
+    unsigned char *p = T_MALLOC(a->size);
+    *shared_addr = p + a->offset;
+    T_FREE(t_launder(p + a->offset));
+}
+
+static void child_realloc_after_free(void *arg)
+{
+    struct args *a = arg;
+    void *neighbour = T_MALLOC(a->size);
+    void *p = T_MALLOC(a->size);
+    (void)neighbour;
+    *shared_addr = p;
+    T_FREE(p);
+    void *q = T_REALLOC(t_launder(p), a->size * 2);
+    (void)q;
+}
+
+static void child_realloc_interior(void *arg)
+{
+    struct args *a = arg;
+    unsigned char *p = T_MALLOC(a->size);
+    *shared_addr = p + a->offset;
+    void *q = T_REALLOC(t_launder(p + a->offset), a->size + 50);
+    (void)q;
+}
+
+static void *thread_free(void *p)
+{
+    T_FREE(p);
+    return NULL;
+}
+
+static void child_cross_thread_then_owner(void *arg)
+{
+    struct args *a = arg;
+    void *neighbour = T_MALLOC(a->size);
+    void *p = T_MALLOC(a->size);
+    (void)neighbour;
+    *shared_addr = p;
+    pthread_t t;
+    if (pthread_create(&t, NULL, thread_free, p) != 0 || pthread_join(t, NULL) != 0)
+        _exit(90);
+    T_FREE(t_launder(p));
+}
+
+static void child_owner_then_cross_thread(void *arg)
+{
+    struct args *a = arg;
+    void *neighbour = T_MALLOC(a->size);
+    void *p = T_MALLOC(a->size);
+    (void)neighbour;
+    *shared_addr = p;
+    T_FREE(p);
+    pthread_t t;
+    if (pthread_create(&t, NULL, thread_free, t_launder(p)) != 0 || pthread_join(t, NULL) != 0)
+        _exit(90);
+}
+
+static void *thread_alloc(void *arg)
+{
+    struct args *a = arg;
+    return T_MALLOC(a->size);
+}
+
+static void child_dead_thread_block_twice(void *arg)
+{
+    /* a block whose owner thread has exited, freed twice by main */
+    pthread_t t;
+    void *p = NULL;
+    if (pthread_create(&t, NULL, thread_alloc, arg) != 0 || pthread_join(t, &p) != 0 || !p)
+        _exit(90);
+    *shared_addr = p;
+    T_FREE(p);
+    T_FREE(t_launder(p));
+}
+
+static void child_foreign_pointers(void *arg)
+{
+    (void)arg;
+    unsigned char *p = __libc_malloc(100);
+    if (p == NULL || T_USABLE(p) < 100 || pa_is_small(p))
+        _exit(10);
+    t_fill(p, 100, 1, 2);
+    p = T_REALLOC(p, 1000);
+    if (p == NULL || t_check(p, 100, 1, 2) != (size_t)-1)
+        _exit(11);
+    T_FREE(p);
+    p = __libc_malloc(24);
+    if (p == NULL || T_USABLE(p) < 24)
+        _exit(12);
+    t_fill(p, 24, 3, 4);
+    p = T_REALLOC(p, 16); /* shrink a foreign block */
+    if (p == NULL || t_check(p, 16, 3, 4) != (size_t)-1)
+        _exit(13);
+    p = T_REALLOC(p, 200);
+    if (p == NULL || t_check(p, 16, 3, 4) != (size_t)-1)
+        _exit(14);
+    T_FREE(p);
+    p = __libc_calloc(10, 10);
+    if (p == NULL || p[99] != 0 || T_USABLE(p) < 100)
+        _exit(15);
+    T_FREE(p);
+    p = __libc_memalign(64, 100);
+    if (p == NULL || T_USABLE(p) < 100)
+        _exit(16);
+    T_FREE(p);
+    p = __libc_malloc(1 << 20); /* mmap'ed by glibc */
+    if (p == NULL || T_USABLE(p) < (1 << 20))
+        _exit(17);
+    p = T_REALLOC(p, 10);
+    if (p == NULL)
+        _exit(18);
+    T_FREE(p);
+    if (T_REALLOC(__libc_malloc(50), 0) != NULL) /* realloc(p, 0) frees a foreign block too */
+        _exit(19);
+}
+
+/* --- the tests ------------------------------------------------------------------------------ */
+
+static struct outcome outcome;
+
+#define RUN(fn, ...)                                                                               \
+    do {                                                                                           \
+        struct args a_ = {__VA_ARGS__};                                                            \
+        *shared_addr = NULL;                                                                       \
+        run_in_child(fn, &a_, &outcome);                                                           \
+    } while (0)
+
+static void test_double_free(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {1, 8, 16, 24, 64, 100, 256, 512};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        RUN(child_double_free, .size = sizes[i]);
+        expect_abort(&outcome, "double free", NULL, *shared_addr);
+    }
+}
+
+static void test_double_free_lone_block(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {8, 48, 512};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        RUN(child_double_free_lone, .size = sizes[i]);
+        expect_abort(&outcome, "double free", NULL, *shared_addr);
+    }
+}
+
+static void test_free_inside_block(void **state)
+{
+    (void)state;
+    const size_t cases[][2] = {{64, 8}, {256, 100}, {256, 128}, {48, 16}, {512, 256}, {32, 1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        RUN(child_free_interior, .size = cases[i][0], .offset = cases[i][1]);
+        expect_abort(&outcome, "invalid pointer", NULL, *shared_addr);
+    }
+}
+
+static void test_realloc_after_free(void **state)
+{
+    (void)state;
+    RUN(child_realloc_after_free, .size = 100);
+    expect_abort(&outcome, "double free", "invalid pointer", *shared_addr);
+    RUN(child_realloc_after_free, .size = 8);
+    expect_abort(&outcome, "double free", "invalid pointer", *shared_addr);
+}
+
+static void test_realloc_inside_block(void **state)
+{
+    (void)state;
+    RUN(child_realloc_interior, .size = 64, .offset = 8);
+    expect_abort(&outcome, "invalid pointer", NULL, *shared_addr);
+    RUN(child_realloc_interior, .size = 256, .offset = 100);
+    expect_abort(&outcome, "invalid pointer", NULL, *shared_addr);
+}
+
+static void test_cross_thread_double_free(void **state)
+{
+    (void)state;
+    RUN(child_cross_thread_then_owner, .size = 48);
+    expect_abort(&outcome, "double free", NULL, *shared_addr);
+    RUN(child_owner_then_cross_thread, .size = 48);
+    expect_abort(&outcome, "double free", NULL, *shared_addr);
+    RUN(child_dead_thread_block_twice, .size = 200);
+    expect_abort(&outcome, "double free", NULL, *shared_addr);
+}
+
+static void test_foreign_pointers_accepted(void **state)
+{
+    (void)state;
+    RUN(child_foreign_pointers, .size = 0);
+    expect_clean_exit(&outcome);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    shared_addr = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    return shared_addr == MAP_FAILED ? -1 : 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_double_free),
+        cmocka_unit_test(test_double_free_lone_block),
+        cmocka_unit_test(test_free_inside_block),
+        cmocka_unit_test(test_realloc_after_free),
+        cmocka_unit_test(test_realloc_inside_block),
+        cmocka_unit_test(test_cross_thread_double_free),
+        cmocka_unit_test(test_foreign_pointers_accepted),
+    };
+    print_message("pyalloc misuse tests through %s\n", T_API_NAME);
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
