@@ -434,8 +434,11 @@ static void test_malloc_huge_enomem(void **state)
 static void test_calloc_overflow_enomem(void **state)
 {
     (void)state;
-    const size_t pairs[][2] = {{SIZE_MAX / 2, 3}, {3, SIZE_MAX / 2}, {(size_t)1 << 32, (size_t)1 << 32},
-                               {SIZE_MAX, SIZE_MAX}, {1, SIZE_MAX}, {SIZE_MAX, 1}, {65537, 281470681808896} /* wraps to 65536 */};
+    const size_t pairs[][2] = {
+        {SIZE_MAX / 2, 3}, {3, SIZE_MAX / 2}, {(size_t)1 << 32, (size_t)1 << 32}, {SIZE_MAX, SIZE_MAX},
+        {1, SIZE_MAX},     {SIZE_MAX, 1},
+        {65537, 281470681808896}, /* the product wraps to 65536: a calloc without the check succeeds */
+    };
     for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
         volatile size_t a = pairs[i][0], b = pairs[i][1];
         errno = 0;

@@ -110,6 +110,11 @@ static void expect_abort(const struct outcome *o, const char *word1, const char 
         fail_msg("child exited %d instead of aborting; stderr: [%s]", WEXITSTATUS(o->status),
                  o->err);
     }
+    int lines = 0;
+    for (const char *s = o->err; s != NULL && *s; s = strchr(s, '\n') ? strchr(s, '\n') + 1 : NULL)
+        lines += strncmp(s, "pyalloc: ", 9) == 0;
+    if (lines != 1)
+        fail_msg("%d lines start with \"pyalloc: \", expected one; stderr: [%s]", lines, o->err);
     const char *l = find_line(o->err, word1, line, sizeof line);
     if (l == NULL && word2 != NULL)
         l = find_line(o->err, word2, line, sizeof line);

@@ -20,8 +20,8 @@
 
 enum { WORKERS = 3, SHARED = 256, ROUNDS = 40, CHILD_BLOCKS = 4000, CHILD_DEADLINE_S = 10 };
 
-#ifdef PA_TEST_SANITIZER
-/* gcc 12's sanitizer runtimes are not fork-safe themselves: a worker holding ASan's allocator lock at
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+/* gcc 12's ASan and TSan runtimes are not fork-safe themselves: a worker holding ASan's allocator lock at
  * the fork hangs the child's first large malloc (seen: the child stuck in SizeClassAllocator64 under
  * pa_sys_malloc), and TSan kills a child that starts a thread. Under a sanitizer every block stays in
  * pyalloc's pools and the child starts no thread, so the test still covers pyalloc's own fork

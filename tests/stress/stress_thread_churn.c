@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  * Thousands of short-lived threads, a few at a time. Each allocates and frees a mix of sizes and
- * leaves some blocks behind for the main thread to free after it has exited. An exited thread's heap
- * is abandoned and later threads adopt its pages: RSS must level off, not grow with the thread count.
+ * leaves some blocks behind for the main thread to free after it has exited, while the next batch
+ * runs. An exited thread's heap is abandoned and later threads adopt its pages: RSS must level off,
+ * not grow with the thread count.
  * RSS is compared after the warm-up threads and after all of them. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -49,31 +50,44 @@ static void *short_lived(void *arg)
     return NULL;
 }
 
+/* Checks and frees the blocks a finished batch left behind; returns how many were corrupted. */
+static size_t free_left_behind(struct job *jobs)
+{
+    size_t corrupt = 0;
+    for (size_t i = 0; i < AT_ONCE; i++)
+        for (size_t k = 0; k < LEFT_BEHIND; k++) {
+            if (t_check(jobs[i].left[k], jobs[i].left_size[k], jobs[i].id, k) != (size_t)-1)
+                corrupt++;
+            T_FREE(jobs[i].left[k]);
+        }
+    return corrupt;
+}
+
 static void test_thread_churn_rss_bounded(void **state)
 {
     (void)state;
     size_t total = stress_scaled(3000), warmup = total / 6;
     size_t rss_warm = 0, corrupt = 0;
-    struct job jobs[AT_ONCE];
+    static struct job jobs[2][AT_ONCE]; /* the running batch and the one before it */
     pthread_t t[AT_ONCE];
     double t0 = stress_now();
-    for (size_t done = 0; done < total; done += AT_ONCE) {
+    size_t batch = 0;
+    for (size_t done = 0; done < total; done += AT_ONCE, batch++) {
+        struct job *cur = jobs[batch % 2], *prev = jobs[(batch + 1) % 2];
         for (size_t i = 0; i < AT_ONCE; i++) {
-            jobs[i].id = (uint32_t)(done + i);
-            STRESS_CHECK(pthread_create(&t[i], NULL, short_lived, &jobs[i]));
+            cur[i].id = (uint32_t)(done + i);
+            STRESS_CHECK(pthread_create(&t[i], NULL, short_lived, &cur[i]));
         }
+        /* The previous batch has exited; its blocks are freed here, by a thread that does not own
+         * them, while the new batch may be adopting the very pages they sit in. */
+        if (batch > 0)
+            corrupt += free_left_behind(prev);
         for (size_t i = 0; i < AT_ONCE; i++)
             STRESS_CHECK(pthread_join(t[i], NULL));
-        /* the threads have exited: their blocks are freed here, by a thread that does not own them */
-        for (size_t i = 0; i < AT_ONCE; i++)
-            for (size_t k = 0; k < LEFT_BEHIND; k++) {
-                if (t_check(jobs[i].left[k], jobs[i].left_size[k], jobs[i].id, k) != (size_t)-1)
-                    corrupt++;
-                T_FREE(jobs[i].left[k]);
-            }
         if (done + AT_ONCE >= warmup && rss_warm == 0)
             rss_warm = t_rss_bytes();
     }
+    corrupt += free_left_behind(jobs[(batch + 1) % 2]);
     size_t rss_end = t_rss_bytes();
     print_message("%zu threads in %.2f s through %s; RSS after %zu threads %zu KiB, after all %zu KiB\n",
                   total, stress_now() - t0, T_API_NAME, warmup, rss_warm >> 10, rss_end >> 10);
