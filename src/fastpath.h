@@ -14,7 +14,7 @@ void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b);
 
 static inline void *pa_fast_malloc_small(size_t n) {
     pa_heap *h = pa_tls_heap;
-    pa_page *pg = h->direct[(n + 7) >> 3];
+    pa_page *pg = h->direct[n];
     pa_block *b = pg->free;
     if (pa_likely(!pa_list_is_end(b))) {
         pg->free = (pa_block *)(b->next ^ pg->key);

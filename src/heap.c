@@ -10,7 +10,7 @@
 /* Its free list is empty: every direct[] slot of a heap with no page points here. */
 static pa_page page_empty = { .free = (pa_block *)1 };
 
-#define PA_EMPTY_DIRECT { [0 ... PA_NWORDS - 1] = &page_empty }
+#define PA_EMPTY_DIRECT { [0 ... PA_NDIRECT - 1] = &page_empty }
 pa_heap pa_heap_empty = { .direct = PA_EMPTY_DIRECT };
 pa_heap pa_heap_dead = { .direct = PA_EMPTY_DIRECT };
 __thread pa_heap *pa_tls_heap __attribute__((tls_model("initial-exec"))) = &pa_heap_empty;
@@ -23,7 +23,7 @@ static pa_heap *heaps;                         /* every heap ever made (pa_heaps
 static uint32_t abandoned[PA_NCLASS];          /* list heads (pa_abandoned_lock) */
 static _Atomic uint32_t abandoned_n[PA_NCLASS]; /* lengths, read without the lock as a hint */
 
-uint8_t pa_class_word_lo[PA_NCLASS], pa_class_word_hi[PA_NCLASS];
+uint16_t pa_class_size_lo[PA_NCLASS], pa_class_size_hi[PA_NCLASS];
 
 /* ---- lists of pages, linked by index ---- */
 
@@ -45,7 +45,7 @@ static void list_unlink(uint32_t *head, pa_page *pg) {
 static void heap_refresh_direct(pa_heap *h, uint32_t cls) {
     pa_page *cur = pa_page_at(h->avail[cls]);
     if (!cur) cur = &page_empty;
-    for (uint32_t w = pa_class_word_lo[cls]; w <= pa_class_word_hi[cls]; w++) h->direct[w] = cur;
+    for (uint32_t n = pa_class_size_lo[cls]; n <= pa_class_size_hi[cls]; n++) h->direct[n] = cur;
 }
 
 static uint64_t heap_key(pa_heap *h) {
@@ -82,7 +82,7 @@ static pa_heap *heap_create(void) {
         heaps = h;
         h->rng = (uint64_t)(uintptr_t)h ^ ((uint64_t)__builtin_ia32_rdtsc() << 17);
     }
-    for (uint32_t w = 0; w < PA_NWORDS; w++) h->direct[w] = &page_empty;
+    for (uint32_t n = 0; n < PA_NDIRECT; n++) h->direct[n] = &page_empty;
     memset(h->avail, 0, sizeof h->avail);
     h->full = 0;
     atomic_store_explicit(&h->notified, 0, memory_order_relaxed);
@@ -359,7 +359,7 @@ static void heap_abandon(pa_heap *h) {
         if (c < PA_NCLASS) h->avail[c] = 0;
     }
     h->full = 0;
-    for (uint32_t w = 0; w < PA_NWORDS; w++) h->direct[w] = &page_empty;
+    for (uint32_t n = 0; n < PA_NDIRECT; n++) h->direct[n] = &page_empty;
     pthread_mutex_unlock(&pa_abandoned_lock);
 }
 

@@ -7,7 +7,7 @@
 _Atomic int pa_init_state;
 pthread_key_t pa_thread_key;
 uint8_t pa_class_of[PA_NWORDS];
-extern uint8_t pa_class_word_lo[PA_NCLASS], pa_class_word_hi[PA_NCLASS];
+extern uint16_t pa_class_size_lo[PA_NCLASS], pa_class_size_hi[PA_NCLASS];
 
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread int init_running __attribute__((tls_model("initial-exec")));
@@ -20,14 +20,15 @@ static void init_classes(int align) {
         if (align == 16 && size > 8) size = (size + 15) & ~15u;
         pa_class_of[w] = (uint8_t)(size / 8 - 1);
     }
+    /* The request sizes each class serves, for the heaps' direct[] tables. */
     for (uint32_t c = 0; c < PA_NCLASS; c++) {
-        pa_class_word_lo[c] = 1;
-        pa_class_word_hi[c] = 0; /* empty range: no size maps here */
+        pa_class_size_lo[c] = 1;
+        pa_class_size_hi[c] = 0; /* empty range: no size maps here */
     }
-    for (uint32_t w = PA_NWORDS; w-- > 0;) {
-        uint32_t c = pa_class_of[w];
-        if (pa_class_word_lo[c] > pa_class_word_hi[c]) pa_class_word_hi[c] = (uint8_t)w;
-        pa_class_word_lo[c] = (uint8_t)w;
+    for (uint32_t n = PA_NDIRECT; n-- > 0;) {
+        uint32_t c = pa_class_of[(n + 7) >> 3];
+        if (pa_class_size_lo[c] > pa_class_size_hi[c]) pa_class_size_hi[c] = (uint16_t)n;
+        pa_class_size_lo[c] = (uint16_t)n;
     }
 }
 
