@@ -1,0 +1,103 @@
+# SPDX-License-Identifier: MIT
+"""The table of benchmarks: what each one runs at full and at quick scale, and its kind.
+
+Kinds: "small" — every block is <= 512 bytes (pyalloc's pools); "large" — includes blocks past
+512 (the passthrough to the system allocator); "real" — a real program; "reference" — a row run
+under glibc only, for comparison (CPython on its own pymalloc).
+In argv, {bin} is the directory of the built benchmark programs and {root} the repository root.
+"""
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from typing import Dict, List, Optional, Tuple
+
+PYTHON = "/usr/bin/python3"  # Debian's 3.11, not a python3 that PATH may put first
+SQLITE = "/usr/bin/sqlite3"
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    kind: str
+    argv: Tuple[str, ...]
+    quick_argv: Optional[Tuple[str, ...]]  # None: not part of --quick
+    stdin: Optional[str] = None  # a path under {root}
+    env: Dict[str, str] = field(default_factory=dict)
+    only: Optional[Tuple[str, ...]] = None  # allocators it runs under; None: all
+    checksum_group: Optional[str] = None  # benchmarks whose output must agree; default: itself
+    about: str = ""
+
+    @property
+    def group(self) -> str:
+        return self.checksum_group or self.name
+
+    def command(self, quick: bool, bin_dir: str, root: str) -> List[str]:
+        argv = self.quick_argv if quick else self.argv
+        return [a.format(bin=bin_dir, root=root) for a in argv]
+
+
+def _c(name, kind, args, quick_args, about):
+    return Benchmark(name, kind, ("{bin}/" + args[0],) + tuple(args[1:]),
+                     ("{bin}/" + quick_args[0],) + tuple(quick_args[1:]), about=about)
+
+
+def _python(name, kind, scale, quick_scale, env, only=None, about=""):
+    script = "{root}/bench/py/objects.py"
+    return Benchmark(name, kind, (PYTHON, script, scale), (PYTHON, script, quick_scale), env=env,
+                     only=only, checksum_group="python", about=about)
+
+
+def _sqlite(scale):
+    return (SQLITE, "-batch", "-cmd", ".parameter set @scale %s" % scale, ":memory:")
+
+
+BENCHMARKS: List[Benchmark] = [
+    _c("churn-1k", "small", ["churn", "4", "1000"], ["churn", "0.05", "1000"],
+       "1 thread, 1000 live blocks of 8..512 B, random replace (cache-resident)"),
+    _c("churn-1m", "small", ["churn", "0.2", "1000000"], ["churn", "0.01", "100000"],
+       "1 thread, 1M live blocks of 8..512 B, random replace (cache-missing)"),
+    _c("sweep-small", "small", ["sweep", "4", "small"], ["sweep", "0.05", "small"],
+       "each size 8..512 (step 8) alone: batches of 1024 malloc'd, then freed scrambled"),
+    _c("sweep-large", "large", ["sweep", "0.3", "large"], ["sweep", "0.02", "large"],
+       "the same for 520, 600, 1024 and 4096 B (past 512: the passthrough)"),
+    _c("trees", "small", ["trees", "18"], ["trees", "12"],
+       "binary trees of 24-byte nodes built and torn down (binarytrees)"),
+    _c("lists", "small", ["lists", "1"], ["lists", "0.1"],
+       "64 linked lists of 16..128 B nodes: build, traverse, free"),
+    _c("strhash", "small", ["strhash", "1"], ["strhash", "0.1"],
+       "hash table of 8..64 B strings growing and shrinking with rehash"),
+    _c("realloc", "large", ["realloc", "1"], ["realloc", "0.02"],
+       "string builders and vectors realloc'd from 0 to 2..6 KB and back"),
+    _c("prodcons", "small", ["prodcons", "1"], ["prodcons", "0.02"],
+       "malloc on one thread, free on another (batches through a ring)"),
+    _c("threads-1", "small", ["threads", "1", "1"], ["threads", "1", "0.02"],
+       "1 thread churning its own blocks"),
+    _c("threads-2", "small", ["threads", "2", "1"], ["threads", "2", "0.02"],
+       "2 threads churning their own blocks (same total work)"),
+    _c("threads-4", "small", ["threads", "4", "1"], ["threads", "4", "0.02"],
+       "4 threads churning their own blocks on 2 cores (same total work)"),
+    _c("larson", "small", ["larson", "1", "4"], ["larson", "0.1", "4"],
+       "rounds of 4 fresh threads replacing blocks that exited threads allocated"),
+    _c("footprint", "small", ["footprint", "1"], ["footprint", "0.05"],
+       "2M blocks of 16..256 B allocated then freed: RSS before, at peak, after"),
+    _c("fastpath", "small", ["fastpath", "100000000"], ["fastpath", "1000000"],
+       "malloc+free pairs over 256 live blocks of 8..512 B (also --callgrind)"),
+    _python("python", "real", "1", "0.05", {"PYTHONMALLOC": "malloc"},
+            about="CPython 3.11 objects.py with PYTHONMALLOC=malloc"),
+    _python("python-pymalloc", "reference", "1", "0.05", {}, only=("glibc",),
+            about="CPython 3.11 objects.py on its own pymalloc (reference, glibc only)"),
+    Benchmark("sqlite", "real", _sqlite(1), _sqlite(0.05), stdin="{root}/bench/sql/workload.sql",
+              about="sqlite3 CLI, in-memory: CTE inserts, indexes, GROUP BY, joins"),
+]
+
+KINDS = ("small", "large", "real", "reference")
+
+
+def select(patterns: Optional[str]) -> List[Benchmark]:
+    """Benchmarks matching a comma-separated list of names or globs (threads-*); all if None."""
+    if not patterns:
+        return list(BENCHMARKS)
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    unknown = [p for p in wanted if not any(fnmatch(b.name, p) for b in BENCHMARKS)]
+    if unknown:
+        raise SystemExit("unknown benchmark(s): %s (see --list)" % ", ".join(unknown))
+    return [b for b in BENCHMARKS if any(fnmatch(b.name, p) for p in wanted)]

@@ -1,0 +1,191 @@
+# SPDX-License-Identifier: MIT
+"""From the runs to the results: medians, ratios to glibc, geometric means; raw.csv,
+summary.json and summary.md."""
+import csv
+import json
+import math
+import statistics
+from typing import List, Optional
+
+GEOMEANS = (  # (key, title, kinds it covers)
+    ("all", "geomean, all", ("small", "large", "real")),
+    ("small", "geomean, small (all blocks <= 512 B)", ("small",)),
+    ("real", "geomean, real programs", ("real",)),
+)
+
+RAW_FIELDS = ["benchmark", "kind", "allocator", "round", "status", "wall_s", "user_s", "sys_s",
+              "maxrss_kb", "exit_code", "checksum", "results"]
+
+
+def _median(xs):
+    return statistics.median(xs) if xs else None
+
+
+def _geomean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def _number(v):
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+def summarize(records: List[dict], benches, allocs, metric: str) -> dict:
+    """metric: "wall" (wall-clock time) or "cpu" (user + system time)."""
+    out = {"metric": metric, "benchmarks": {}, "geomean": {}}
+    for b in benches:
+        entry = {"kind": b.kind, "about": b.about, "allocators": {}}
+        for a in allocs:
+            runs = [r for r in records if r["benchmark"] == b.name and r["allocator"] == a.name]
+            if not runs:
+                continue
+            good = [r for r in runs if r["status"] == "ok"]
+            bad = sorted({r["status"] for r in runs if r["status"] != "ok"})
+            cell = {"runs": len(runs), "failed": len(runs) - len(good),
+                    "status": "ok" if not bad else "FAILED: " + ", ".join(bad)}
+            if good and not bad:
+                cell["wall_s"] = _median([r["wall_s"] for r in good])
+                cell["cpu_s"] = _median([r["user_s"] + r["sys_s"] for r in good])
+                cell["time_s"] = cell["wall_s" if metric == "wall" else "cpu_s"]
+                cell["maxrss_kb"] = _median([r["maxrss_kb"] for r in good])
+                keys = sorted({k for r in good for k in r["results"]})
+                cell["results"] = {k: _median([n for n in (_number(r["results"].get(k, "")) for r in good)
+                                               if n is not None]) for k in keys}
+            entry["allocators"][a.name] = cell
+        base = entry["allocators"].get("glibc", {})
+        for cell in entry["allocators"].values():
+            if "time_s" in cell and base.get("time_s"):
+                cell["time_ratio"] = cell["time_s"] / base["time_s"]
+                cell["rss_ratio"] = cell["maxrss_kb"] / base["maxrss_kb"] if base.get("maxrss_kb") else None
+        out["benchmarks"][b.name] = entry
+    for key, _, kinds in GEOMEANS:
+        names = [n for n, e in out["benchmarks"].items() if e["kind"] in kinds]
+        if not names:
+            continue
+        g = {}
+        for a in allocs:
+            cells = [out["benchmarks"][n]["allocators"].get(a.name, {}) for n in names]
+            t = [c["time_ratio"] for c in cells if c.get("time_ratio")]
+            m = [c["rss_ratio"] for c in cells if c.get("rss_ratio")]
+            if t:
+                g[a.name] = {"time_ratio": _geomean(t), "rss_ratio": _geomean(m), "n": len(t), "of": len(names)}
+        out["geomean"][key] = g
+    return out
+
+
+def write_raw(path: str, records: List[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=RAW_FIELDS)
+        w.writeheader()
+        for r in records:
+            row = {k: r[k] for k in RAW_FIELDS if k != "results"}
+            row["results"] = ";".join("%s=%s" % kv for kv in sorted(r["results"].items()))
+            for k in ("wall_s", "user_s", "sys_s"):
+                row[k] = "%.4f" % r[k]
+            w.writerow(row)
+
+
+def write_json(path: str, summary: dict, meta: dict) -> None:
+    with open(path, "w") as f:
+        json.dump({"meta": meta, **summary}, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def _ratio(x: Optional[float]) -> str:
+    return "%.2f×" % x if x else "?"
+
+
+def _cell(c: dict, value: str, ratio_key: str, is_base: bool) -> str:
+    if not c:
+        return "—"
+    if c["status"] != "ok":
+        return "**%s**" % c["status"]
+    return value if is_base else "%s (%s)" % (value, _ratio(c.get(ratio_key)))
+
+
+def _table(summary, allocs, title_value, fmt, ratio_key) -> List[str]:
+    names = [a.name for a in allocs]
+    lines = ["| benchmark | kind | " + " | ".join(names) + " |",
+             "|---|---|" + "---:|" * len(names)]
+    for bname, e in summary["benchmarks"].items():
+        cells = []
+        for a in names:
+            c = e["allocators"].get(a, {})
+            cells.append(_cell(c, fmt(c[title_value]) if title_value in c else "", ratio_key, a == "glibc"))
+        lines.append("| %s | %s | %s |" % (bname, e["kind"], " | ".join(cells)))
+    gkey = "time_ratio" if ratio_key == "time_ratio" else "rss_ratio"
+    for key, title, _ in GEOMEANS:
+        g = summary["geomean"].get(key)
+        if not g:
+            continue
+        cells = []
+        for a in names:
+            v = g.get(a)
+            if not v:
+                cells.append("—")
+            else:
+                partial = "" if v["n"] == v["of"] else " (%d of %d)" % (v["n"], v["of"])
+                cells.append("**%s**%s" % (_ratio(v[gkey]), partial))
+        lines.append("| **%s** | | %s |" % (title, " | ".join(cells)))
+    return lines
+
+
+def _footprint(summary, allocs) -> List[str]:
+    e = summary["benchmarks"].get("footprint")
+    if not e:
+        return []
+    lines = ["## Memory given back (footprint: 2 M blocks of 16..256 B, all freed)", "",
+             "| allocator | RSS at start | RSS at peak | RSS after free | returned to the OS |",
+             "|---|---:|---:|---:|---:|"]
+    for a in allocs:
+        res = e["allocators"].get(a.name, {}).get("results", {})
+        if not {"rss_start_kb", "rss_peak_kb", "rss_after_free_kb"} <= res.keys():
+            continue
+        s, p, f = res["rss_start_kb"], res["rss_peak_kb"], res["rss_after_free_kb"]
+        share = 100.0 * (p - f) / (p - s) if p > s else None
+        back = "?" if share is None else "%.0f %%" % (0.0 if abs(share) < 0.5 else share)
+        lines.append("| %s | %.1f MB | %.1f MB | %.1f MB | %s |" % (a.name, s / 1024, p / 1024, f / 1024, back))
+    return lines + [""]
+
+
+def _pymalloc(summary, allocs) -> List[str]:
+    ref = summary["benchmarks"].get("python-pymalloc", {}).get("allocators", {}).get("glibc", {})
+    py = summary["benchmarks"].get("python", {}).get("allocators", {})
+    if not ref.get("time_s") or not py:
+        return []
+    lines = ["## CPython: PYTHONMALLOC=malloc under each allocator vs its own pymalloc", "",
+             "pymalloc (no PYTHONMALLOC, glibc for the rest): %.3f s, peak RSS %.1f MB." % (
+                 ref["time_s"], ref["maxrss_kb"] / 1024), "",
+             "| allocator | time | ratio to pymalloc | peak RSS | ratio to pymalloc |", "|---|---:|---:|---:|---:|"]
+    for a in allocs:
+        c = py.get(a.name, {})
+        if c.get("time_s"):
+            lines.append("| %s | %.3f s | %.2f× | %.1f MB | %.2f× |" % (
+                a.name, c["time_s"], c["time_s"] / ref["time_s"], c["maxrss_kb"] / 1024,
+                c["maxrss_kb"] / ref["maxrss_kb"]))
+    return lines + [""]
+
+
+def write_markdown(path: str, summary: dict, meta: dict, allocs, failures: List[str]) -> str:
+    metric = "wall-clock time" if summary["metric"] == "wall" else "CPU time (user + system)"
+    lines = ["# pyalloc benchmarks, %s" % meta["date"], "",
+             "%s; %d round(s), allocators interleaved and rotated each round; medians. "
+             "Ratios are to glibc: lower is better." % (meta["machine"], meta["rounds"]), ""]
+    for a in allocs:
+        lines.append("- **%s**: %s" % (a.name, a.describe))
+    lines += ["", "## Time (median %s)" % metric, ""]
+    lines += _table(summary, allocs, "time_s", lambda v: "%.3f s" % v, "time_ratio")
+    lines += ["", "## Peak RSS (median ru_maxrss of the process)", ""]
+    lines += _table(summary, allocs, "maxrss_kb", lambda v: "%.1f MB" % (v / 1024), "rss_ratio")
+    lines += [""] + _footprint(summary, allocs) + _pymalloc(summary, allocs)
+    lines += ["## Benchmarks", ""]
+    for bname, e in summary["benchmarks"].items():
+        lines.append("- **%s** (%s): %s" % (bname, e["kind"], e["about"]))
+    if failures:
+        lines += ["", "## FAILURES", ""] + ["- " + f for f in failures]
+    text = "\n".join(lines) + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+    return text
