@@ -35,7 +35,7 @@ def log(msg: str) -> None:
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[2],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="a small subset at small scale, 1 round: checks checksums, reports no timings")
@@ -76,7 +76,15 @@ def machine_meta(args) -> dict:
     glibc = " ".join(platform.libc_ver())
     return {"date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"),
             "machine": "%s, %d CPUs, Linux %s, %s" % (cpu, os.cpu_count() or 0, platform.release(), glibc),
-            "rounds": args.rounds, "metric": args.metric, "argv": sys.argv[1:]}
+            "rounds": args.rounds, "metric": args.metric, "argv": sys.argv[1:],
+            "load_start": os.getloadavg()[0]}
+
+
+def warn_if_busy(when: str) -> None:
+    load, cpus = os.getloadavg()[0], os.cpu_count() or 1
+    if load > 0.5 * cpus:
+        log("warning: load average %.2f on %d CPUs %s: other work is running, timings will be noisy"
+            % (load, cpus, when))
 
 
 class Checker:
@@ -119,6 +127,9 @@ class Checker:
 
 def run_suite(args, benches, allocs, bin_dir: str, out_dir: str) -> int:
     rounds = 1 if args.quick else args.rounds
+    meta = machine_meta(args)
+    if not args.quick:
+        warn_if_busy("before the runs")
     checker = Checker()
     records = []
     measure = os.path.join(bin_dir, "measure")
@@ -149,7 +160,8 @@ def run_suite(args, benches, allocs, bin_dir: str, out_dir: str) -> int:
     if args.quick:
         return quick_report(records, checker.failures, out_dir)
 
-    meta = machine_meta(args)
+    meta["load_end"] = os.getloadavg()[0]
+    warn_if_busy("after the runs")
     summary = report.summarize(records, benches, allocs, args.metric)
     report.write_raw(os.path.join(out_dir, "raw.csv"), records)
     report.write_json(os.path.join(out_dir, "summary.json"), summary,

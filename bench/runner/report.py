@@ -48,7 +48,9 @@ def summarize(records: List[dict], benches, allocs, metric: str) -> dict:
             if good and not bad:
                 cell["wall_s"] = _median([r["wall_s"] for r in good])
                 cell["cpu_s"] = _median([r["user_s"] + r["sys_s"] for r in good])
-                cell["time_s"] = cell["wall_s" if metric == "wall" else "cpu_s"]
+                times = [r["wall_s"] if metric == "wall" else r["user_s"] + r["sys_s"] for r in good]
+                cell["time_s"] = _median(times)
+                cell["time_spread"] = (max(times) - min(times)) / (2 * cell["time_s"]) if cell["time_s"] else 0.0
                 cell["maxrss_kb"] = _median([r["maxrss_kb"] for r in good])
                 keys = sorted({k for r in good for k in r["results"]})
                 cell["results"] = {k: _median([n for n in (_number(r["results"].get(k, "")) for r in good)
@@ -105,6 +107,11 @@ def _cell(c: dict, value: str, ratio_key: str, is_base: bool) -> str:
     return value if is_base else "%s (%s)" % (value, _ratio(c.get(ratio_key)))
 
 
+def _fmt_time(c: dict) -> str:
+    spread = c.get("time_spread", 0.0)
+    return "%.3f s" % c["time_s"] + (" ±%.0f%%" % (100 * spread) if c["runs"] > 1 else "")
+
+
 def _table(summary, allocs, title_value, fmt, ratio_key) -> List[str]:
     names = [a.name for a in allocs]
     lines = ["| benchmark | kind | " + " | ".join(names) + " |",
@@ -113,7 +120,7 @@ def _table(summary, allocs, title_value, fmt, ratio_key) -> List[str]:
         cells = []
         for a in names:
             c = e["allocators"].get(a, {})
-            cells.append(_cell(c, fmt(c[title_value]) if title_value in c else "", ratio_key, a == "glibc"))
+            cells.append(_cell(c, fmt(c) if title_value in c else "", ratio_key, a == "glibc"))
         lines.append("| %s | %s | %s |" % (bname, e["kind"], " | ".join(cells)))
     gkey = "time_ratio" if ratio_key == "time_ratio" else "rss_ratio"
     for key, title, _ in GEOMEANS:
@@ -172,13 +179,17 @@ def write_markdown(path: str, summary: dict, meta: dict, allocs, failures: List[
     metric = "wall-clock time" if summary["metric"] == "wall" else "CPU time (user + system)"
     lines = ["# pyalloc benchmarks, %s" % meta["date"], "",
              "%s; %d round(s), allocators interleaved and rotated each round; medians. "
-             "Ratios are to glibc: lower is better." % (meta["machine"], meta["rounds"]), ""]
+             "Ratios are to glibc: lower is better. Load average (1 min) %.2f at the start, %.2f at the end%s."
+             % (meta["machine"], meta["rounds"], meta["load_start"], meta["load_end"],
+                " (a busy machine: timings are noisy)" if max(meta["load_start"], meta["load_end"]) > 1.0 else ""),
+             ""]
     for a in allocs:
         lines.append("- **%s**: %s" % (a.name, a.describe))
     lines += ["", "## Time (median %s)" % metric, ""]
-    lines += _table(summary, allocs, "time_s", lambda v: "%.3f s" % v, "time_ratio")
+    lines += ["± is half the range over the rounds, relative to the median: the noise of that cell.", ""]
+    lines += _table(summary, allocs, "time_s", _fmt_time, "time_ratio")
     lines += ["", "## Peak RSS (median ru_maxrss of the process)", ""]
-    lines += _table(summary, allocs, "maxrss_kb", lambda v: "%.1f MB" % (v / 1024), "rss_ratio")
+    lines += _table(summary, allocs, "maxrss_kb", lambda c: "%.1f MB" % (c["maxrss_kb"] / 1024), "rss_ratio")
     lines += [""] + _footprint(summary, allocs) + _pymalloc(summary, allocs)
     lines += ["## Benchmarks", ""]
     for bname, e in summary["benchmarks"].items():
