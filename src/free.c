@@ -13,14 +13,19 @@ void pa_free_foreign(void *p) {
     pa_sys_free(p);
 }
 
-_Noreturn void pa_free_invalid(const char *fn, const void *p) {
-    char what[64];
-    size_t n = strlen(fn);
+/* "pyalloc: <fn>(): <fault> at 0x..." and abort. */
+static _Noreturn void free_fatal(const char *fn, const char *fault, const void *p) {
+    char what[96];
+    size_t n = strlen(fn), m = strlen(fault);
     if (n > 32) n = 32;
+    if (m > sizeof what - n - 1) m = sizeof what - n - 1;
     memcpy(what, fn, n);
-    memcpy(what + n, "(): invalid pointer", sizeof "(): invalid pointer");
+    memcpy(what + n, fault, m);
+    what[n + m] = 0;
     pa_fatal(what, p);
 }
+
+_Noreturn void pa_free_invalid(const char *fn, const void *p) { free_fatal(fn, "(): invalid pointer", p); }
 
 /* A local free that failed a fast check (an interior pointer, or a first word that looks like a free
  * link) or that lands in a FULL page.
@@ -50,13 +55,7 @@ void pa_check_live(const char *fn, pa_page *pg, const void *p) {
     if (pa_unlikely(pa_block_looks_free(pg, b))) {
         bool mine = pa_load_relaxed(&pg->heap) == pa_tls_heap;
         if (!mine || pa_page_list_contains(pg, pg->free, b) ||
-            pa_page_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b)) {
-            char what[80];
-            size_t n = strlen(fn);
-            if (n > 32) n = 32;
-            memcpy(what, fn, n);
-            memcpy(what + n, "(): pointer to a freed block (double free)", sizeof "(): pointer to a freed block (double free)");
-            pa_fatal(what, p);
-        }
+            pa_page_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b))
+            free_fatal(fn, "(): pointer to a freed block (double free)", p);
     }
 }
