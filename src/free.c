@@ -27,14 +27,18 @@ static _Noreturn void free_fatal(const char *fn, const char *fault, const void *
 
 _Noreturn void pa_free_invalid(const char *fn, const void *p) { free_fatal(fn, "(): invalid pointer", p); }
 
+/* For the page's owner: is b on its local free list or its thread_free list? */
+static bool free_is_listed(const pa_page *pg, const pa_block *b) {
+    return pa_page_list_contains(pg, pg->free, b) ||
+           pa_page_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b);
+}
+
 /* A local free that failed a fast check (an interior pointer, or a first word that looks like a free
  * link) or that lands in a FULL page.
  * The owner can confirm against its own lists; a false alarm is freed normally. */
 void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
     if (!pa_block_is_start(pg, (uintptr_t)b & PA_PAGE_MASK)) pa_free_invalid("free", b);
-    if (pa_block_looks_free(pg, b) &&
-        (pa_page_list_contains(pg, pg->free, b) ||
-         pa_page_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b)))
+    if (pa_block_looks_free(pg, b) && free_is_listed(pg, b))
         pa_fatal("free(): double free detected", b);
     b->next = (uintptr_t)pg->free ^ pg->key;
     pg->free = b;
@@ -54,8 +58,7 @@ void pa_check_live(const char *fn, pa_page *pg, const void *p) {
     if (pa_unlikely(pg->bsize == 0 || !pa_block_is_start(pg, (uintptr_t)p & PA_PAGE_MASK))) pa_free_invalid(fn, p);
     if (pa_unlikely(pa_block_looks_free(pg, b))) {
         bool mine = pa_load_relaxed(&pg->heap) == pa_tls_heap;
-        if (!mine || pa_page_list_contains(pg, pg->free, b) ||
-            pa_page_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b))
+        if (!mine || free_is_listed(pg, b))
             free_fatal(fn, "(): pointer to a freed block (double free)", p);
     }
 }
