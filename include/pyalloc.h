@@ -30,6 +30,9 @@ void  *pa_memalign(size_t alignment, size_t size);
 void  *pa_valloc(size_t size);
 void  *pa_pvalloc(size_t size);
 size_t pa_malloc_usable_size(void *p);
+/* Give every empty page back to the OS now, without waiting out PYALLOC_PURGE_DELAY_MS, and trim
+ * the system allocator's heap (glibc's malloc_trim). Returns 1 if memory was given back. */
+int    pa_malloc_trim(size_t pad);
 
 /* 1 if p lies in pyalloc's pools (a block of <= PA_SMALL_MAX bytes it served), 0 otherwise. */
 int pa_is_small(const void *p);

@@ -104,3 +104,9 @@ PA_API int pa_alignment_mode(void) {
     (void)pa_ready();
     return pa_opt.align;
 }
+
+PA_API int pa_malloc_trim(size_t pad) {
+    int ours = pa_ready() && pa_pool_trim() != 0;
+    int sys = pa_sys_trim(pad);
+    return ours || sys;
+}

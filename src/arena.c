@@ -1,9 +1,18 @@
 /* SPDX-License-Identifier: MIT
  * The reservation and the global pool of pages: reserve address space once, commit it an arena
  * (1 MiB) at a time, hand out pages, take empty ones back and give their memory to the OS.
- * Exports pa_arena_init, pa_pool_take, pa_pool_give, pa_pool_trim. Everything here runs under
- * pa_pool_lock; the fast paths only read pa_base, pa_limit and pa_pages. */
+ * Exports pa_arena_init, pa_pool_take, pa_pool_give, pa_pool_tick, pa_pool_trim. Everything here
+ * runs under pa_pool_lock; the fast paths only read pa_base, pa_limit and pa_pages.
+ *
+ * When memory goes back (the hysteresis): an empty page waits on the dirty list, stamped with the
+ * time it arrived, and is given back only once it has waited pa_opt.purge_delay ms. A program that
+ * frees and allocates in waves faster than that reuses resident pages and never faults them in
+ * again, however large the waves; one that has shrunk for good gets its memory back at the next
+ * pool operation after the delay (or at once with malloc_trim). Beyond a hard limit,
+ * max(dirty_min, live / dirty_ratio), the oldest pages go back at once, down to half the limit. */
 #include "internal.h"
+
+#include <time.h>
 
 uintptr_t pa_base;
 _Atomic uintptr_t pa_limit;
@@ -20,6 +29,25 @@ static struct {
     size_t max;                 /* pages reserved */
     size_t live;                /* pages out of the pool */
 } pool;
+
+/* When the oldest dirty page expires (pool clock), or UINT32_MAX: read by pa_pool_tick unlocked. */
+static _Atomic uint32_t pool_deadline = UINT32_MAX;
+
+uint32_t pa_clock_ms(void) {
+    struct timespec ts;
+    /* The coarse clock is read from the vDSO: no system call, no allocation, a few ns. */
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+}
+
+static size_t pool_dirty_limit(void) {
+    size_t byratio = pa_opt.dirty_ratio ? pool.live / pa_opt.dirty_ratio : 0;
+    return byratio > pa_opt.dirty_min ? byratio : pa_opt.dirty_min;
+}
+
+static bool page_expired(const pa_page *pg, uint32_t now) {
+    return (uint32_t)(now - pg->dirty_since) >= pa_opt.purge_delay;
+}
 
 bool pa_arena_init(void) {
     for (size_t size = pa_opt.reserve; size >= ((size_t)16 << 20); size >>= 1) {
@@ -54,6 +82,8 @@ static bool pool_grow(void) {
     return true;
 }
 
+static void pool_expire(uint32_t now);
+
 static void dirty_unlink(pa_page *pg) {
     pa_page *n = pa_page_at(pg->next), *p = pa_page_at(pg->prev);
     if (p) p->next = pg->next; else pool.dirty = pg->next;
@@ -82,15 +112,20 @@ pa_page *pa_pool_take(void) {
         pool.live++;
         pg->where = pg->pooled = 0;
     }
+    if (pool.dirty_tail) pool_expire(pa_clock_ms());
     pthread_mutex_unlock(&pa_pool_lock);
     return pg;
 }
 
-/* Give the memory of pg and of every dirty pooled page next to it back to the OS in one call. */
-static void pool_purge_run(pa_page *pg) {
+/* Give the memory of pg and of the dirty pooled pages next to it that are expired (all of them,
+ * when force) back to the OS in one call. Returns the number of pages. */
+static size_t pool_purge_run(pa_page *pg, uint32_t now, bool force) {
     uint32_t lo = pa_page_index(pg), hi = lo;
-    while (lo > 0 && pa_pages[lo - 1].pooled == PA_W_DIRTY) lo--;
-    while (hi + 1 < pool.committed && pa_pages[hi + 1].pooled == PA_W_DIRTY) hi++;
+    while (lo > 0 && pa_pages[lo - 1].pooled == PA_W_DIRTY && (force || page_expired(&pa_pages[lo - 1], now)))
+        lo--;
+    while (hi + 1 < pool.committed && pa_pages[hi + 1].pooled == PA_W_DIRTY &&
+           (force || page_expired(&pa_pages[hi + 1], now)))
+        hi++;
     for (uint32_t i = lo; i <= hi; i++) {
         pa_page *q = &pa_pages[i];
         dirty_unlink(q);
@@ -100,12 +135,26 @@ static void pool_purge_run(pa_page *pg) {
     }
     pa_os_decommit((void *)(pa_base + ((uintptr_t)lo << PA_PAGE_SHIFT)),
                    (size_t)(hi - lo + 1) << PA_PAGE_SHIFT);
+    return (size_t)(hi - lo + 1);
 }
 
-static size_t pool_dirty_limit(void) {
-    size_t byratio = pa_opt.dirty_ratio ? pool.live / pa_opt.dirty_ratio : 0;
-    return byratio > pa_opt.dirty_min ? byratio : pa_opt.dirty_min;
+/* Give back every page that has waited out the delay, and the oldest ones beyond the hard limit;
+ * then publish when the next page expires. Under the pool lock. */
+static void pool_expire(uint32_t now) {
+    size_t limit = pool_dirty_limit();
+    if (pool.ndirty > limit) {
+        while (pool.ndirty > limit / 2) pool_purge_run(pa_page_at(pool.dirty_tail), now, true);
+    }
+    while (pool.dirty_tail && page_expired(pa_page_at(pool.dirty_tail), now))
+        pool_purge_run(pa_page_at(pool.dirty_tail), now, false);
+    uint32_t deadline = UINT32_MAX;
+    if (pool.dirty_tail) {
+        deadline = pa_page_at(pool.dirty_tail)->dirty_since + pa_opt.purge_delay;
+        if (deadline == UINT32_MAX) deadline--; /* clock wrap: UINT32_MAX means "none" */
+    }
+    atomic_store_explicit(&pool_deadline, deadline, memory_order_relaxed);
 }
+
 
 void pa_pool_give(pa_page *pg) {
     pthread_mutex_lock(&pa_pool_lock);
@@ -122,19 +171,30 @@ void pa_pool_give(pa_page *pg) {
     pool.dirty = pa_page_link(pg);
     pool.ndirty++;
     pool.live--;
-    size_t limit = pool_dirty_limit();
-    if (pool.ndirty > limit) {
-        /* Hysteresis: purge down to half the limit, oldest first, so a program that frees and
-         * allocates in waves does not pay a purge and a page fault per page each wave. */
-        while (pool.ndirty > limit / 2) pool_purge_run(pa_page_at(pool.dirty_tail));
-    }
+    uint32_t now = pa_clock_ms();
+    pg->dirty_since = now;
+    pool_expire(now);
     pthread_mutex_unlock(&pa_pool_lock);
 }
 
-void pa_pool_trim(void) {
+void pa_pool_tick(void) {
+    uint32_t deadline = atomic_load_explicit(&pool_deadline, memory_order_relaxed);
+    if (deadline == UINT32_MAX) return;
+    uint32_t now = pa_clock_ms();
+    if ((int32_t)(now - deadline) < 0) return;
     pthread_mutex_lock(&pa_pool_lock);
-    while (pool.ndirty) pool_purge_run(pa_page_at(pool.dirty_tail));
+    pool_expire(now);
     pthread_mutex_unlock(&pa_pool_lock);
+}
+
+size_t pa_pool_trim(void) {
+    size_t n = 0;
+    pthread_mutex_lock(&pa_pool_lock);
+    uint32_t now = pa_clock_ms();
+    while (pool.ndirty) n += pool_purge_run(pa_page_at(pool.dirty_tail), now, true);
+    atomic_store_explicit(&pool_deadline, UINT32_MAX, memory_order_relaxed);
+    pthread_mutex_unlock(&pa_pool_lock);
+    return n;
 }
 
 size_t pa_pool_dirty_pages(void) {

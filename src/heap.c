@@ -207,6 +207,7 @@ void *pa_malloc_slow(pa_heap *h, size_t size) {
     } else if (h == &pa_heap_dead) {
         return pa_sys_malloc(size); /* after this thread's exit hook: nothing would reclaim a heap */
     }
+    pa_pool_tick(); /* a page ran dry: a moment to give back pages that waited out the delay */
     uint32_t cls = pa_class_of[(size + 7) >> 3];
     pa_page *pg = heap_find_page(h, cls);
     if (!pg) return pa_sys_malloc(size);
@@ -361,6 +362,7 @@ static void heap_abandon(pa_heap *h) {
     h->full = 0;
     for (uint32_t n = 0; n < PA_NDIRECT; n++) h->direct[n] = &page_empty;
     pthread_mutex_unlock(&pa_abandoned_lock);
+    pa_pool_tick();
 }
 
 void pa_heap_thread_exit(void *arg) {

@@ -46,8 +46,9 @@ _Noreturn void pa_assert_fail(const char *expr, const char *file, int line) PA_C
 typedef struct pa_options {
     int align;             /* 16 (default) or 8 (classic) */
     size_t reserve;        /* bytes of address space to reserve */
-    size_t dirty_min;      /* pages the pool may keep resident before giving memory back */
+    size_t dirty_min;      /* empty pages the pool may keep resident however long they wait */
     unsigned dirty_ratio;  /* ... or live pages / dirty_ratio, whichever is larger */
+    uint32_t purge_delay;  /* ms an empty page stays resident before its memory goes back */
 } pa_options;
 extern pa_options pa_opt;
 void pa_options_read(void);
@@ -77,7 +78,9 @@ bool pa_arena_init(void);
 pa_page *pa_pool_take(void);                 /* a page not in use, or NULL when the reservation is full */
 void pa_pool_give(pa_page *pg);              /* an empty page back; may give memory to the OS */
 size_t pa_pool_dirty_pages(void);
-void pa_pool_trim(void);                      /* give every dirty pooled page back to the OS */
+size_t pa_pool_trim(void);                    /* give every dirty pooled page back; returns pages */
+void pa_pool_tick(void);                      /* give back the pages that waited out the delay */
+uint32_t pa_clock_ms(void);                   /* monotonic, coarse; never allocates */
 
 static inline uint32_t pa_page_index(const pa_page *pg) { return (uint32_t)(pg - pa_pages); }
 static inline pa_page *pa_page_at(uint32_t link) { return link ? &pa_pages[link - 1] : NULL; }
@@ -137,6 +140,7 @@ void *pa_sys_memalign(size_t a, size_t n);
 void *pa_sys_valloc(size_t n);
 void *pa_sys_pvalloc(size_t n);
 size_t pa_sys_usable_size(void *p);
+int pa_sys_trim(size_t pad);        /* the system allocator's malloc_trim */
 
 /* ---- init.c: lazy, re-entrant start-up; fork ---- */
 extern _Atomic int pa_init_state; /* 0 not yet, 1 running, 2 ready, 3 failed */

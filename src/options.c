@@ -10,8 +10,9 @@ extern char **environ;
 pa_options pa_opt = {
     .align = 16,
     .reserve = (size_t)64 << 30, /* address space only: costs nothing until committed */
-    .dirty_min = 64,             /* 1 MiB of empty pages kept resident absorbs waves of free/alloc */
-    .dirty_ratio = 8,            /* ... or 1/8 of the pages in use, for large heaps */
+    .dirty_min = 4096,           /* 64 MiB of empty pages may wait out the delay ... */
+    .dirty_ratio = 4,            /* ... or a quarter of the pages in use, for large heaps */
+    .purge_delay = 250,          /* ms an empty page stays resident: waves faster than this reuse it */
 };
 
 const char *pa_getenv(const char *name) {
@@ -48,4 +49,6 @@ void pa_options_read(void) {
     pa_opt.dirty_min = (size_t)(kb / (PA_PAGE_SIZE >> 10));
     uint64_t ratio = options_number(pa_getenv("PYALLOC_DIRTY_RATIO"), pa_opt.dirty_ratio);
     pa_opt.dirty_ratio = ratio ? (unsigned)(ratio > 1000 ? 1000 : ratio) : 0;
+    uint64_t ms = options_number(pa_getenv("PYALLOC_PURGE_DELAY_MS"), pa_opt.purge_delay);
+    pa_opt.purge_delay = (uint32_t)(ms > 3600000 ? 3600000 : ms); /* at most an hour */
 }

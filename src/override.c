@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  * The replacement symbols: malloc, free, calloc, realloc, posix_memalign, aligned_alloc, memalign,
- * valloc, pvalloc, malloc_usable_size and cfree (glibc manual, "Replacing malloc"). malloc and free
- * inline the fast paths; the rest are thin wrappers. reallocarray, strdup and friends stay glibc's,
+ * valloc, pvalloc, malloc_usable_size, cfree (glibc manual, "Replacing malloc"), and malloc_trim,
+ * which gives the pool's empty pages back at once. malloc and free inline the fast paths; the rest
+ * are thin wrappers. reallocarray, strdup and friends stay glibc's,
  * which route them through these. Built into libpyalloc.so / .a, not into pyalloc_core. */
 #include "fastpath.h"
 
@@ -23,3 +24,4 @@ PA_OVERRIDE void *memalign(size_t a, size_t n) { return pa_memalign(a, n); }
 PA_OVERRIDE void *valloc(size_t n) { return pa_valloc(n); }
 PA_OVERRIDE void *pvalloc(size_t n) { return pa_pvalloc(n); }
 PA_OVERRIDE size_t malloc_usable_size(void *p) { return pa_malloc_usable_size(p); }
+PA_OVERRIDE int malloc_trim(size_t pad) { return pa_malloc_trim(pad); }

@@ -51,6 +51,14 @@ size_t pa_sys_usable_size(void *p) {
     }
     return f(p);
 }
+
+/* glibc's own malloc_trim, for the passthrough's memory (our override hides it by name). */
+typedef int (*trim_fn)(size_t);
+int pa_sys_trim(size_t pad) {
+    void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+    trim_fn f = libc ? (trim_fn)dlsym(libc, "malloc_trim") : NULL;
+    return f ? f(pad) : 0;
+}
 #else
 void *pa_sys_malloc(size_t n) { return malloc(n); }
 void *pa_sys_calloc(size_t n, size_t s) { return calloc(n, s); }
@@ -60,4 +68,5 @@ void *pa_sys_memalign(size_t a, size_t n) { return memalign(a, n); }
 void *pa_sys_valloc(size_t n) { return valloc(n); }
 void *pa_sys_pvalloc(size_t n) { return pvalloc(n); }
 size_t pa_sys_usable_size(void *p) { return malloc_usable_size(p); }
+int pa_sys_trim(size_t pad) { return malloc_trim(pad); }
 #endif

@@ -99,7 +99,9 @@ typedef struct pa_page {
     uint32_t notify_next;              /* heap's notified list, under notify_lock */
     uint8_t pooled;                    /* PA_W_DIRTY / PA_W_CLEAN while in the pool, else 0; written
                                           only under pool_lock, so the pool may read its neighbours' */
-    uint8_t cold[55];                  /* pads to 128; room for per-page statistics */
+    uint8_t cold_pad[3];
+    uint32_t dirty_since;              /* pool clock (ms) when it went on the dirty list */
+    uint8_t cold[48];                  /* pads to 128; room for per-page statistics */
 } pa_page;
 
 _Static_assert(sizeof(pa_page) == 128, "page descriptor is two cache lines");

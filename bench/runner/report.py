@@ -144,16 +144,20 @@ def _footprint(summary, allocs) -> List[str]:
     if not e:
         return []
     lines = ["## Memory given back (footprint: 2 M blocks of 16..256 B, all freed)", "",
-             "| allocator | RSS at start | RSS at peak | RSS after free | returned to the OS |",
-             "|---|---:|---:|---:|---:|"]
+             "| allocator | RSS at start | RSS at peak | RSS after free | returned at once | RSS 1 s later | returned by then |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for a in allocs:
         res = e["allocators"].get(a.name, {}).get("results", {})
         if not {"rss_start_kb", "rss_peak_kb", "rss_after_free_kb"} <= res.keys():
             continue
-        s, p, f = res["rss_start_kb"], res["rss_peak_kb"], res["rss_after_free_kb"]
-        share = 100.0 * (p - f) / (p - s) if p > s else None
-        back = "?" if share is None else "%.0f %%" % (0.0 if abs(share) < 0.5 else share)
-        lines.append("| %s | %.1f MB | %.1f MB | %.1f MB | %s |" % (a.name, s / 1024, p / 1024, f / 1024, back))
+        s, p, f = (float(res[k]) for k in ("rss_start_kb", "rss_peak_kb", "rss_after_free_kb"))
+        i = float(res.get("rss_idle_kb", f))
+
+        def back(x):
+            share = 100.0 * (p - x) / (p - s) if p > s else None
+            return "?" if share is None else "%.0f %%" % (0.0 if abs(share) < 0.5 else share)
+        lines.append("| %s | %.1f MB | %.1f MB | %.1f MB | %s | %.1f MB | %s |" % (
+            a.name, s / 1024, p / 1024, f / 1024, back(f), i / 1024, back(i)))
     return lines + [""]
 
 

@@ -28,6 +28,7 @@
 #define T_VALLOC pa_valloc
 #define T_PVALLOC pa_pvalloc
 #define T_USABLE pa_malloc_usable_size
+#define T_TRIM pa_malloc_trim
 #else
 #define T_API_NAME "libc names"
 #define T_MALLOC malloc
@@ -40,6 +41,7 @@
 #define T_VALLOC valloc
 #define T_PVALLOC pvalloc
 #define T_USABLE malloc_usable_size
+#define T_TRIM malloc_trim
 #endif
 
 /* The mode the test expects, from the same environment variable the allocator reads. */

@@ -9,6 +9,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 #include "pyalloc.h"
@@ -108,26 +109,61 @@ static void test_page_carve_free_collect(void **state) {
     pa_pool_give(pg);
 }
 
+/* Take n pages and write them (so they are resident), then give them all back. */
+static void pool_cycle(pa_page **pages, int n) {
+    for (int i = 0; i < n; i++) {
+        pages[i] = pa_pool_take();
+        assert_non_null(pages[i]);
+        memset((void *)pa_page_start(pages[i]), 0xab, PA_PAGE_SIZE);
+    }
+    for (int i = 0; i < n; i++) pa_pool_give(pages[i]);
+}
+
 static void test_pool_keeps_dirty_pages_bounded(void **state) {
     (void)state;
     assert_true(pa_ready());
     enum { N = 2000 };
     static pa_page *pages[N];
-    for (int i = 0; i < N; i++) {
-        pages[i] = pa_pool_take();
-        assert_non_null(pages[i]);
-        memset((void *)pa_page_start(pages[i]), 0xab, PA_PAGE_SIZE);
-    }
-    for (int i = 0; i < N; i++) pa_pool_give(pages[i]);
-    size_t dirty = pa_pool_dirty_pages();
-    assert_true(dirty <= (pa_opt.dirty_min > N / 8 ? pa_opt.dirty_min : (size_t)N / 8) + 1);
-    /* purged pages read back as zero when taken again */
+    pa_options saved = pa_opt;
     pa_pool_trim();
+
+    /* A wave within the delay: every page stays resident for the next wave. */
+    pa_opt.purge_delay = 3600000;
+    pa_opt.dirty_min = 4 * N;
+    pool_cycle(pages, N);
+    assert_int_equal(pa_pool_dirty_pages(), N);
+    pa_pool_tick();
+    assert_int_equal(pa_pool_dirty_pages(), N);
+
+    /* Beyond the hard limit the oldest go at once, down to half the limit. */
+    pa_pool_trim();
+    pa_opt.dirty_min = N / 4;
+    pa_opt.dirty_ratio = 0;
+    pool_cycle(pages, N);
+    assert_true(pa_pool_dirty_pages() <= (size_t)N / 4);
+    assert_true(pa_pool_dirty_pages() >= (size_t)N / 8);
+
+    /* Pages that waited out the delay go back at the next tick, however few. */
+    pa_pool_trim();
+    pa_opt = saved;
+    pa_opt.purge_delay = 20;
+    pool_cycle(pages, 10);
+    assert_int_equal(pa_pool_dirty_pages(), 10);
+    struct timespec nap = {0, 60 * 1000000L};
+    nanosleep(&nap, NULL);
+    pa_pool_tick();
+    assert_int_equal(pa_pool_dirty_pages(), 0);
+
+    /* purged pages read back as zero when taken again */
+    pa_opt = saved;
+    pool_cycle(pages, 10);
+    assert_int_equal(pa_pool_trim(), 10);
     assert_int_equal(pa_pool_dirty_pages(), 0);
     pa_page *pg = pa_pool_take();
     const unsigned char *mem = (const unsigned char *)pa_page_start(pg);
     for (size_t i = 0; i < PA_PAGE_SIZE; i++) assert_int_equal(mem[i], 0);
     pa_pool_give(pg);
+    pa_pool_trim();
 }
 
 static void test_getenv_and_formatting(void **state) {
