@@ -27,7 +27,7 @@ sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # no __pycache__ left in the source tree
 
 from runner import allocators, benchmarks, callgrind, chart, report  # noqa: E402
-from runner.execute import build_programs, run_once  # noqa: E402
+from runner.execute import build_library_variant, build_programs, run_once  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -218,6 +218,13 @@ def main(argv=None) -> int:
         n1, n2 = (int(x) for x in args.callgrind_pairs.split(","))
         if not 0 <= n1 < n2:
             raise SystemExit("--callgrind-pairs: need 0 <= N1 < N2")
+        if any(a.name == "pyalloc" for a in allocs):
+            # The same library without its statistics counters: what the counters cost per pair.
+            lib = build_library_variant(ROOT, os.path.join(ROOT, "build", "release-nostats"),
+                                                ["PYALLOC_STATS=OFF"], log)
+            a = allocators.Allocator("pyalloc-nostats", lib, expect_align=16)
+            allocators.verify(a, os.path.join(bin_dir, "probe"))
+            allocs.insert([x.name for x in allocs].index("pyalloc") + 1, a)
         rows = callgrind.run(allocs, bin_dir, out_dir, n1, n2, log)
         print(callgrind.write(out_dir, rows, n1, n2, machine_meta(args)))
         log("results: " + out_dir)

@@ -40,6 +40,53 @@ int pa_is_small(const void *p);
 /* The alignment mode in force: 16 (default, x86-64 ABI) or 8 (PYALLOC_ALIGN=8, pymalloc classic). */
 int pa_alignment_mode(void);
 
+/* ---- statistics (PYALLOC_STATS=1|json at exit; or ask for them here) ------------------------
+ * Counters are kept per thread and summed when read, so reading them is a snapshot: threads that
+ * run meanwhile may be counted half-way. Nothing here allocates. */
+#define PA_STATS_NCLASS 64
+
+struct pa_class_stats {
+    unsigned long long size;        /* block size of the class */
+    unsigned long long allocs;      /* blocks handed out, ever */
+    unsigned long long frees;       /* blocks freed, ever (allocs - in_use) */
+    unsigned long long in_use;      /* blocks allocated now (a block another thread freed counts
+                                       until the page's owner collects it) */
+    unsigned long long pages;       /* 16 KiB pages holding the class now */
+    unsigned long long peak_pages;  /* most pages the class held at once */
+    unsigned long long peak_in_use; /* most blocks out at once, to within a page per thread: the
+                                       blocks peak_pages hold (an exact count would need a counter
+                                       shared by every thread on every malloc and free) */
+    unsigned long long bytes_held;  /* pages * 16 KiB */
+    unsigned long long wasted;      /* bytes lost to rounding requests up to size, summed over allocs */
+};
+
+struct pa_stats {
+    unsigned long long version;     /* PA_VERSION_MAJOR * 10000 + MINOR * 100 + PATCH */
+    int alignment;                  /* 16 or 8 */
+    int enabled;                    /* 0 when built with -DPYALLOC_STATS=OFF: allocs, wasted and
+                                       passthrough are not counted */
+    unsigned nclasses;              /* classes of this mode: 33 (8, 16, 32, ... 512) or 64 */
+    struct pa_class_stats classes[PA_STATS_NCLASS]; /* the first nclasses, by size */
+    struct pa_class_stats total;    /* summed; size is 0, peak_pages the sum of the peaks */
+    unsigned long long in_use_bytes;
+    unsigned long long passthrough_calls, passthrough_bytes; /* served by the system allocator */
+    unsigned long long arenas_committed, bytes_committed;    /* 1 MiB arenas of pool memory */
+    unsigned long long pages_given_back, bytes_given_back;   /* purged with MADV_DONTNEED, ever */
+    unsigned long long pages_dirty;                          /* empty, resident, waiting out the delay */
+    unsigned long long heaps_live, heaps_abandoned;          /* thread heaps: running, left by exits */
+    unsigned long long cross_thread_frees;
+};
+
+/* Fill *out (size = sizeof *out, for compatibility with later versions). 0, or -1 if size is too
+ * small for the fields above. */
+int pa_stats_get(struct pa_stats *out, size_t size);
+
+#define PA_STATS_TEXT 0
+#define PA_STATS_JSON 1
+/* Write the report to fd as a text table (PA_STATS_TEXT) or one JSON document (PA_STATS_JSON).
+ * Returns 0, or -1 if writing failed. */
+int pa_stats_print(int fd, int format);
+
 #ifdef __cplusplus
 }
 #endif

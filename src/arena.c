@@ -28,6 +28,7 @@ static struct {
     size_t committed;           /* pages committed */
     size_t max;                 /* pages reserved */
     size_t live;                /* pages out of the pool */
+    uint64_t purged;            /* pages given back to the OS, ever */
 } pool;
 
 /* When the oldest dirty page expires (pool clock), or UINT32_MAX: read by pa_pool_tick unlocked. */
@@ -135,6 +136,7 @@ static size_t pool_purge_run(pa_page *pg, uint32_t now, bool force) {
     }
     pa_os_decommit((void *)(pa_base + ((uintptr_t)lo << PA_PAGE_SHIFT)),
                    (size_t)(hi - lo + 1) << PA_PAGE_SHIFT);
+    pool.purged += hi - lo + 1;
     return (size_t)(hi - lo + 1);
 }
 
@@ -159,6 +161,7 @@ static void pool_expire(uint32_t now) {
 void pa_pool_give(pa_page *pg) {
     pthread_mutex_lock(&pa_pool_lock);
     pa_assert(pg->where != PA_W_DIRTY && pg->where != PA_W_CLEAN);
+    if (pg->bsize) pa_stat_page(pg->cls, -1);
     pg->bsize = 0;
     pg->free = (pa_block *)1;
     pg->used = 0;
@@ -202,4 +205,12 @@ size_t pa_pool_dirty_pages(void) {
     size_t n = pool.ndirty;
     pthread_mutex_unlock(&pa_pool_lock);
     return n;
+}
+
+void pa_pool_counters(uint64_t *committed_pages, uint64_t *purged_pages, uint64_t *dirty_pages) {
+    pthread_mutex_lock(&pa_pool_lock);
+    *committed_pages = pool.committed;
+    *purged_pages = pool.purged;
+    *dirty_pages = pool.ndirty;
+    pthread_mutex_unlock(&pa_pool_lock);
 }

@@ -20,6 +20,7 @@ static inline void *pa_fast_malloc_small(size_t n) {
         pg->free = (pa_block *)(b->next ^ pg->key);
         b->next = 0; /* a live block never shows a free link, and never shows the key */
         pg->used++;
+        PA_STAT(h->nalloc[n]++);
         return b;
     }
     return pa_malloc_slow(h, n);
@@ -32,14 +33,14 @@ static inline void *pa_fast_malloc(size_t n) {
 
 static inline void pa_fast_free(void *p) {
     uintptr_t off = (uintptr_t)p - pa_base;
-    if (pa_unlikely(off >= pa_load_relaxed(&pa_limit))) {
+    if (pa_unlikely(off >= pa_load_fast(&pa_limit))) {
         pa_free_foreign(p); /* NULL lands here too */
         return;
     }
     pa_page *pg = &pa_pages[off >> PA_PAGE_SHIFT];
     pa_block *b = p;
     pa_heap *h = pa_tls_heap;
-    if (pa_likely(pa_load_relaxed(&pg->local) == h)) { /* this thread's, and not full */
+    if (pa_likely(pa_load_fast(&pg->local) == h)) { /* this thread's, and not full */
         uintptr_t key = pg->key;
         if (pa_likely(pa_block_is_start(pg, off & PA_PAGE_MASK) &
                       ((((b->next ^ key) ^ (uintptr_t)p) >> PA_PAGE_SHIFT) != 0))) {

@@ -216,6 +216,7 @@ void *pa_malloc_slow(pa_heap *h, size_t size) {
     pg->free = (pa_block *)(b->next ^ pg->key);
     b->next = 0;
     pg->used++;
+    PA_STAT(h->nalloc[size]++);
     return b;
 }
 
@@ -290,6 +291,7 @@ void pa_free_remote(pa_page *pg, pa_block *b) {
     if (pa_unlikely(atomic_load(&pg->fullstate) == PA_FS_FULL)) free_notify(pg);
     pa_heap *me = pa_tls_heap;
     if (me->live) me->stats.remote_frees++;
+    else atomic_fetch_add_explicit(&pa_orphan_remote_frees, 1, memory_order_relaxed);
 }
 
 static void free_abandoned(pa_page *pg, pa_block *b) {

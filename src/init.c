@@ -7,7 +7,6 @@
 _Atomic int pa_init_state;
 pthread_key_t pa_thread_key;
 uint8_t pa_class_of[PA_NWORDS];
-extern uint16_t pa_class_size_lo[PA_NCLASS], pa_class_size_hi[PA_NCLASS];
 
 static pthread_mutex_t init_lock = PTHREAD_MUTEX_INITIALIZER;
 static __thread int init_running __attribute__((tls_model("initial-exec")));

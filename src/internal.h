@@ -25,6 +25,23 @@
 #define pa_load_relaxed(p) atomic_load_explicit((p), memory_order_relaxed)
 #define pa_store_relaxed(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
 
+/* The fast paths' reads of words other threads may write (pa_limit, a page's owner and carve
+ * threshold). A relaxed load is a plain mov on x86-64, but compilers will not fold it into the
+ * compare that uses it; reading through a volatile-free non-atomic lvalue lets them, one
+ * instruction per read. The value is the same word a relaxed load returns (aligned, never torn),
+ * and each is read once per call. Under ThreadSanitizer the relaxed load stays, so races are
+ * still checked. */
+#if defined(__SANITIZE_THREAD__)
+#define pa_load_fast(p) pa_load_relaxed(p)
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define pa_load_fast(p) pa_load_relaxed(p)
+#endif
+#endif
+#ifndef pa_load_fast
+#define pa_load_fast(p) (*(const __typeof__(*(p) + 0) *)(p))
+#endif
+
 /* ---- msg.c: diagnostics that never allocate ---- */
 /* Writes "pyalloc: <what> <addr>\n" to stderr and aborts. */
 _Noreturn void pa_fatal(const char *what, const void *addr) PA_COLD;
@@ -49,6 +66,8 @@ typedef struct pa_options {
     size_t dirty_min;      /* empty pages the pool may keep resident however long they wait */
     unsigned dirty_ratio;  /* ... or live pages / dirty_ratio, whichever is larger */
     uint32_t purge_delay;  /* ms an empty page stays resident before its memory goes back */
+    int stats;             /* PYALLOC_STATS: 0 no report, 1 text, 2 json, at exit */
+    char stats_file[1024]; /* PYALLOC_STATS_FILE, copied at start-up; "" = stderr */
 } pa_options;
 extern pa_options pa_opt;
 void pa_options_read(void);
@@ -64,6 +83,7 @@ void pa_os_unmap(void *p, size_t size);
 
 /* ---- sizeclass (built in init.c): size -> class ---- */
 extern uint8_t pa_class_of[PA_NWORDS];  /* (size + 7) >> 3 -> class */
+extern uint16_t pa_class_size_lo[PA_NCLASS], pa_class_size_hi[PA_NCLASS]; /* request sizes per class */
 static inline uint32_t pa_class_size(uint32_t cls) { return (cls + 1) * 8; }
 static inline uint32_t pa_class_blocks(uint32_t cls) { return (uint32_t)(PA_PAGE_SIZE / pa_class_size(cls)); }
 
@@ -79,6 +99,7 @@ pa_page *pa_pool_take(void);                 /* a page not in use, or NULL when 
 void pa_pool_give(pa_page *pg);              /* an empty page back; may give memory to the OS */
 size_t pa_pool_dirty_pages(void);
 size_t pa_pool_trim(void);                    /* give every dirty pooled page back; returns pages */
+void pa_pool_counters(uint64_t *committed_pages, uint64_t *purged_pages, uint64_t *dirty_pages);
 void pa_pool_tick(void);                      /* give back the pages that waited out the delay */
 uint32_t pa_clock_ms(void);                   /* monotonic, coarse; never allocates */
 
@@ -105,7 +126,7 @@ bool pa_page_extend(pa_page *pg);            /* carve fresh blocks; false if the
 uint32_t pa_page_collect(pa_page *pg);       /* move thread_free into free; returns blocks moved */
 bool pa_page_list_contains(const pa_page *pg, pa_block *list, const pa_block *b);
 static inline bool pa_block_is_start(const pa_page *pg, uintptr_t poff) {
-    return (uint32_t)((uint32_t)poff * pg->magic) < pa_load_relaxed(&pg->thresh);
+    return (uint32_t)((uint32_t)poff * pg->magic) < pa_load_fast(&pg->thresh);
 }
 /* The cheap double-free test: a live block's first word never decodes into its own page. */
 static inline bool pa_block_looks_free(const pa_page *pg, const pa_block *b) {
@@ -125,6 +146,29 @@ void pa_free_remote(pa_page *pg, pa_block *b);      /* p in pg, which this threa
 void pa_free_slow(pa_page *pg, pa_block *b);        /* pg not on this thread's avail lists */
 void pa_heap_thread_exit(void *arg);
 pa_heap *pa_heap_first(void);                       /* registry walk, under pa_heaps_lock */
+
+/* ---- stats.c: counters kept per thread (in its heap), merged when read ---- */
+#if PA_STATS
+extern _Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes;
+static inline void pa_stat_sys(size_t n) {
+    pa_heap *h = pa_tls_heap;
+    if (h->live) {
+        h->sys_calls++;
+        h->sys_bytes += n;
+    } else { /* a thread before its heap exists, or after its exit hook */
+        atomic_fetch_add_explicit(&pa_orphan_sys_calls, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&pa_orphan_sys_bytes, n, memory_order_relaxed);
+    }
+}
+#define PA_STAT(x) x
+#else
+static inline void pa_stat_sys(size_t n) { (void)n; }
+#define PA_STAT(x) ((void)0)
+#endif
+extern _Atomic uint64_t pa_orphan_remote_frees;
+/* Pages per class, now and at the peak: kept whether or not PA_STATS (a page event is rare). */
+void pa_stat_page(uint32_t cls, int delta);
+void pa_stats_at_exit(void); /* the PYALLOC_STATS report, if asked for */
 
 /* ---- free.c ---- */
 _Noreturn void pa_free_invalid(const char *fn, const void *p) PA_COLD;

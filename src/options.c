@@ -49,6 +49,18 @@ void pa_options_read(void) {
     pa_opt.dirty_min = (size_t)(kb / (PA_PAGE_SIZE >> 10));
     uint64_t ratio = options_number(pa_getenv("PYALLOC_DIRTY_RATIO"), pa_opt.dirty_ratio);
     pa_opt.dirty_ratio = ratio ? (unsigned)(ratio > 1000 ? 1000 : ratio) : 0;
+    const char *st = pa_getenv("PYALLOC_STATS");
+    if (st && *st) {
+        if (strcmp(st, "json") == 0) pa_opt.stats = 2;
+        else if (strcmp(st, "1") == 0 || strcmp(st, "text") == 0) pa_opt.stats = 1;
+        else if (strcmp(st, "0") != 0) pa_warn("PYALLOC_STATS must be 1, text, json or 0; no report");
+    }
+    const char *file = pa_getenv("PYALLOC_STATS_FILE");
+    if (file && *file) {
+        size_t len = strlen(file);
+        if (len < sizeof pa_opt.stats_file) memcpy(pa_opt.stats_file, file, len + 1);
+        else pa_warn("PYALLOC_STATS_FILE is too long; the report goes to stderr");
+    }
     uint64_t ms = options_number(pa_getenv("PYALLOC_PURGE_DELAY_MS"), pa_opt.purge_delay);
     pa_opt.purge_delay = (uint32_t)(ms > 3600000 ? 3600000 : ms); /* at most an hour */
 }

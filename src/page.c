@@ -18,6 +18,7 @@ void pa_page_init(pa_page *pg, pa_heap *h, uint32_t cls, uint64_t key) {
     pg->bsize = (uint16_t)bsize;
     pa_store_relaxed(&pg->bump, 0);
     pg->cls = (uint8_t)cls;
+    pa_stat_page(cls, 1);
     pg->where = PA_W_AVAIL;
     atomic_store_explicit(&pg->fullstate, PA_FS_NONE, memory_order_relaxed);
     atomic_store_explicit(&pg->thread_free, NULL, memory_order_relaxed);

@@ -22,13 +22,13 @@ extern void *__libc_memalign(size_t, size_t);
 extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
 
-void *pa_sys_malloc(size_t n) { return __libc_malloc(n); }
-void *pa_sys_calloc(size_t n, size_t s) { return __libc_calloc(n, s); }
-void *pa_sys_realloc(void *p, size_t n) { return __libc_realloc(p, n); }
-void pa_sys_free(void *p) { __libc_free(p); }
-void *pa_sys_memalign(size_t a, size_t n) { return __libc_memalign(a, n); }
-void *pa_sys_valloc(size_t n) { return __libc_valloc(n); }
-void *pa_sys_pvalloc(size_t n) { return __libc_pvalloc(n); }
+#define SYS_MALLOC __libc_malloc
+#define SYS_CALLOC __libc_calloc
+#define SYS_REALLOC __libc_realloc
+#define SYS_FREE __libc_free
+#define SYS_MEMALIGN __libc_memalign
+#define SYS_VALLOC __libc_valloc
+#define SYS_PVALLOC __libc_pvalloc
 
 /* glibc exports no __libc_malloc_usable_size: look up libc's own malloc_usable_size once (in libc
  * itself, so neither our override nor a sanitizer's interceptor answers). dlsym runs only for a
@@ -60,13 +60,40 @@ int pa_sys_trim(size_t pad) {
     return f ? f(pad) : 0;
 }
 #else
-void *pa_sys_malloc(size_t n) { return malloc(n); }
-void *pa_sys_calloc(size_t n, size_t s) { return calloc(n, s); }
-void *pa_sys_realloc(void *p, size_t n) { return realloc(p, n); }
-void pa_sys_free(void *p) { free(p); }
-void *pa_sys_memalign(size_t a, size_t n) { return memalign(a, n); }
-void *pa_sys_valloc(size_t n) { return valloc(n); }
-void *pa_sys_pvalloc(size_t n) { return pvalloc(n); }
+#define SYS_MALLOC malloc
+#define SYS_CALLOC calloc
+#define SYS_REALLOC realloc
+#define SYS_FREE free
+#define SYS_MEMALIGN memalign
+#define SYS_VALLOC valloc
+#define SYS_PVALLOC pvalloc
 size_t pa_sys_usable_size(void *p) { return malloc_usable_size(p); }
 int pa_sys_trim(size_t pad) { return malloc_trim(pad); }
 #endif
+
+/* Every request that reaches the system allocator is counted (calls and bytes asked for). */
+void *pa_sys_malloc(size_t n) {
+    pa_stat_sys(n);
+    return SYS_MALLOC(n);
+}
+void *pa_sys_calloc(size_t n, size_t s) {
+    pa_stat_sys(n * s);
+    return SYS_CALLOC(n, s);
+}
+void *pa_sys_realloc(void *p, size_t n) {
+    pa_stat_sys(n);
+    return SYS_REALLOC(p, n);
+}
+void pa_sys_free(void *p) { SYS_FREE(p); }
+void *pa_sys_memalign(size_t a, size_t n) {
+    pa_stat_sys(n);
+    return SYS_MEMALIGN(a, n);
+}
+void *pa_sys_valloc(size_t n) {
+    pa_stat_sys(n);
+    return SYS_VALLOC(n);
+}
+void *pa_sys_pvalloc(size_t n) {
+    pa_stat_sys(n);
+    return SYS_PVALLOC(n);
+}

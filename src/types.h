@@ -54,6 +54,9 @@
 #define PA_ARENA_SIZE ((size_t)1 << PA_ARENA_SHIFT)
 #define PA_ARENA_PAGES (PA_ARENA_SIZE / PA_PAGE_SIZE)
 #define PA_NCLASS 64
+#ifndef PA_STATS
+#define PA_STATS 1 /* per-thread counters for pa_stats_get (CMake option PYALLOC_STATS) */
+#endif
 #define PA_NWORDS 65 /* (size + 7) >> 3 for size 0..512 */
 #define PA_NDIRECT (PA_SMALL + 1) /* direct[] is indexed by the request size itself: no shift */
 #define PA_SMALL 512
@@ -128,6 +131,12 @@ typedef struct pa_heap {
     struct pa_heap *next_heap;   /* registry of all heaps, live or free */
     uint8_t live;                /* owned by a running thread */
     pa_heap_stats stats;
+#if PA_STATS
+    /* Counted by this thread only, summed over every heap when read (stats.c). */
+    uint64_t nalloc[PA_NDIRECT]; /* small blocks handed out, by request size: class and rounding.
+                                    Frees are not counted: blocks in use are read off the pages. */
+    uint64_t sys_calls, sys_bytes; /* requests passed to the system allocator */
+#endif
 } pa_heap;
 
 #endif /* PA_TYPES_H */

@@ -27,6 +27,22 @@ def build_programs(root: str, build_dir: str, log) -> str:
     return build_dir
 
 
+def build_library_variant(root: str, build_dir: str, options, log) -> str:
+    """Configures (once) and builds libpyalloc.so with extra CMake options (e.g. PYALLOC_STATS=OFF
+    for --callgrind's cost-of-counters row); returns the library's path."""
+    steps = []
+    if not os.path.exists(os.path.join(build_dir, "CMakeCache.txt")):
+        steps.append(["cmake", "-S", root, "-B", build_dir, "-DCMAKE_BUILD_TYPE=Release",
+                      "-DPYALLOC_BUILD_TESTS=OFF", "-DPYALLOC_BUILD_BENCH=OFF"] + ["-D" + o for o in options])
+    steps.append(["cmake", "--build", build_dir, "--target", "pyalloc", "-j", str(os.cpu_count() or 2)])
+    for cmd in steps:
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            log(r.stdout + r.stderr)
+            raise SystemExit("building a library variant failed: " + " ".join(cmd))
+    return os.path.join(build_dir, "libpyalloc.so")
+
+
 @dataclass
 class Run:
     wall_s: float

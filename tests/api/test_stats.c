@@ -1,0 +1,235 @@
+/* SPDX-License-Identifier: MIT
+ * pa_stats_get and pa_stats_print: the figures checked against allocations whose count, size and
+ * thread are known. Every check compares two snapshots, so what the C runtime and cmocka allocate
+ * around the test does not matter. Built for the libc names and for pa_*, in both alignment modes.
+ * 200-byte requests are used because nothing else in the process asks for them: class 208 in the
+ * default mode (8 bytes wasted each), class 200 in the classic one (none). */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "pa_test.h"
+
+#define N 1000
+#define REQ 200
+
+static struct pa_class_stats class_of(const struct pa_stats *s, unsigned long long size)
+{
+    for (unsigned i = 0; i < s->nclasses; i++)
+        if (s->classes[i].size == size)
+            return s->classes[i];
+    fail_msg("no class of %llu bytes in the report", size);
+    struct pa_class_stats none = {0};
+    return none;
+}
+
+static struct pa_stats snap(void)
+{
+    struct pa_stats s;
+    assert_int_equal(pa_stats_get(&s, sizeof s), 0);
+    return s;
+}
+
+static unsigned long long req_class(void) { return pa_alignment_mode() == 8 ? 200 : 208; }
+
+static void test_refuses_a_short_buffer(void **state)
+{
+    (void)state;
+    struct pa_stats s;
+    assert_int_equal(pa_stats_get(&s, sizeof s - 1), -1);
+    assert_int_equal(pa_stats_get(NULL, sizeof s), -1);
+}
+
+static void test_classes_follow_the_mode(void **state)
+{
+    (void)state;
+    T_FREE(T_MALLOC(REQ)); /* this thread has a heap from now on */
+    struct pa_stats s = snap();
+    int mode = pa_alignment_mode();
+    assert_int_equal(s.alignment, mode);
+    assert_int_equal(s.nclasses, mode == 8 ? 64 : 33);
+    assert_int_equal(s.classes[0].size, 8);
+    assert_int_equal(s.classes[1].size, 16);
+    assert_int_equal(s.classes[2].size, mode == 8 ? 24 : 32);
+    assert_int_equal(s.classes[s.nclasses - 1].size, 512);
+    assert_true(s.heaps_live >= 1);
+    assert_true(s.arenas_committed >= 1);
+    assert_int_equal(s.bytes_committed, s.arenas_committed << 20);
+}
+
+static void test_counts_known_allocations(void **state)
+{
+    (void)state;
+    static void *b[N];
+    struct pa_stats s0 = snap();
+    for (int i = 0; i < N; i++) {
+        b[i] = T_MALLOC(REQ);
+        assert_non_null(b[i]);
+    }
+    struct pa_stats s1 = snap();
+    struct pa_class_stats c0 = class_of(&s0, req_class()), c1 = class_of(&s1, req_class());
+    unsigned long long per_page = 16384 / req_class();
+    if (s1.enabled) {
+        assert_int_equal(c1.allocs - c0.allocs, N);
+        assert_int_equal(c1.wasted - c0.wasted, (unsigned long long)N * (req_class() - REQ));
+    }
+    assert_int_equal(c1.in_use - c0.in_use, N);
+    assert_true(c1.pages - c0.pages >= N / per_page);
+    assert_true(c1.pages <= c0.pages + N / per_page + 2);
+    assert_int_equal(c1.bytes_held, c1.pages * 16384);
+    assert_true(c1.peak_pages >= c1.pages);
+    assert_true(c1.peak_in_use >= c1.in_use);
+    assert_true(s1.in_use_bytes - s0.in_use_bytes >= (unsigned long long)N * req_class());
+
+    for (int i = 0; i < N / 2; i++)
+        T_FREE(b[i]);
+    struct pa_stats s2 = snap();
+    struct pa_class_stats c2 = class_of(&s2, req_class());
+    assert_int_equal(c1.in_use - c2.in_use, N / 2);
+    if (s2.enabled) {
+        assert_int_equal(c2.frees - c1.frees, N / 2);
+        assert_int_equal(c2.allocs, c1.allocs);
+    }
+    /* the totals are the sums of the rows */
+    unsigned long long allocs = 0, in_use = 0, pages = 0;
+    for (unsigned i = 0; i < s2.nclasses; i++) {
+        allocs += s2.classes[i].allocs;
+        in_use += s2.classes[i].in_use;
+        pages += s2.classes[i].pages;
+    }
+    assert_int_equal(s2.total.allocs, allocs);
+    assert_int_equal(s2.total.in_use, in_use);
+    assert_int_equal(s2.total.pages, pages);
+    for (int i = N / 2; i < N; i++)
+        T_FREE(b[i]);
+    struct pa_stats s3 = snap();
+    struct pa_class_stats c3 = class_of(&s3, req_class());
+    assert_int_equal(c2.in_use - c3.in_use, N / 2);
+    assert_true(c3.peak_pages >= c1.pages); /* the peak outlives the pages */
+}
+
+static void test_counts_passthrough(void **state)
+{
+    (void)state;
+    struct pa_stats s0 = snap();
+    void *p = T_MALLOC(100000), *q = T_CALLOC(10, 1000);
+    assert_non_null(p);
+    assert_non_null(q);
+    struct pa_stats s1 = snap();
+    T_FREE(p);
+    T_FREE(q);
+    if (!s1.enabled) { /* built with -DPYALLOC_STATS=OFF: not counted at all */
+        assert_int_equal(s1.passthrough_calls, 0);
+        return;
+    }
+    assert_int_equal(s1.passthrough_calls - s0.passthrough_calls, 2);
+    assert_int_equal(s1.passthrough_bytes - s0.passthrough_bytes, 110000);
+}
+
+static void *free_them(void *arg)
+{
+    void **b = arg;
+    for (int i = 0; i < N; i++)
+        T_FREE(b[i]);
+    return NULL;
+}
+
+static void *alloc_some(void *arg)
+{
+    (void)arg;
+    void *p = T_MALLOC(REQ);
+    T_FREE(p);
+    return NULL;
+}
+
+static void test_counts_threads(void **state)
+{
+    (void)state;
+    static void *b[N];
+    for (int i = 0; i < N; i++)
+        b[i] = T_MALLOC(REQ);
+    struct pa_stats s0 = snap();
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, free_them, b), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    struct pa_stats s1 = snap();
+    assert_true(s1.cross_thread_frees - s0.cross_thread_frees >= N);
+    /* a thread that allocated leaves an abandoned heap behind for the next thread to reuse */
+    assert_int_equal(pthread_create(&t, NULL, alloc_some, NULL), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    struct pa_stats s2 = snap();
+    assert_true(s2.heaps_abandoned >= 1);
+    assert_int_equal(s2.heaps_live, s0.heaps_live);
+    /* the main thread collects the remote frees when its pages run dry again */
+    for (int i = 0; i < 4 * N; i++)
+        b[i % N] = T_MALLOC(REQ), T_FREE(b[i % N]);
+}
+
+/* Reads what fd's other end got. */
+static size_t drain(int fd, char *buf, size_t cap)
+{
+    size_t n = 0;
+    ssize_t k;
+    while (n + 1 < cap && (k = read(fd, buf + n, cap - 1 - n)) > 0)
+        n += (size_t)k;
+    buf[n] = 0;
+    return n;
+}
+
+static void test_print_text_and_json(void **state)
+{
+    (void)state;
+    static char buf[64 * 1024];
+    int fds[2];
+    void *p = T_MALLOC(REQ);
+
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(pa_stats_print(fds[1], PA_STATS_TEXT), 0);
+    close(fds[1]);
+    drain(fds[0], buf, sizeof buf);
+    close(fds[0]);
+    assert_non_null(strstr(buf, "pyalloc " PA_VERSION_STRING " stats, pid "));
+    char row[16];
+    snprintf(row, sizeof row, "\n%5llu ", req_class());
+    assert_non_null(strstr(buf, row));
+    assert_non_null(strstr(buf, "\ntotal "));
+    assert_non_null(strstr(buf, "passthrough to the system allocator: "));
+
+    assert_int_equal(pipe(fds), 0);
+    assert_int_equal(pa_stats_print(fds[1], PA_STATS_JSON), 0);
+    close(fds[1]);
+    size_t n = drain(fds[0], buf, sizeof buf);
+    close(fds[0]);
+    assert_true(n > 0 && buf[0] == '{' && buf[n - 2] == '}' && buf[n - 1] == '\n');
+    char pid[48];
+    snprintf(pid, sizeof pid, "\"pid\": %ld,", (long)getpid());
+    assert_non_null(strstr(buf, pid));
+    char cls[48];
+    snprintf(cls, sizeof cls, "{\"size\": %llu, \"allocs\": ", req_class());
+    assert_non_null(strstr(buf, cls));
+    assert_non_null(strstr(buf, "\"cross_thread_frees\": "));
+    T_FREE(p);
+
+    /* a closed descriptor is an error, not a crash */
+    assert_int_equal(pa_stats_print(fds[1], PA_STATS_TEXT), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_refuses_a_short_buffer),
+        cmocka_unit_test(test_classes_follow_the_mode),
+        cmocka_unit_test(test_counts_known_allocations),
+        cmocka_unit_test(test_counts_passthrough),
+        cmocka_unit_test(test_counts_threads),
+        cmocka_unit_test(test_print_text_and_json),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
