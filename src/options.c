@@ -10,8 +10,8 @@ extern char **environ;
 pa_options pa_opt = {
     .align = 16,
     .reserve = (size_t)64 << 30, /* address space only: costs nothing until committed */
-    .dirty_min = 4096,           /* 64 MiB of empty pages may wait out the delay ... */
-    .dirty_ratio = 4,            /* ... or a quarter of the pages in use, for large heaps */
+    .dirty_min = 65536,          /* a hard limit: 1 GiB of empty pages may wait out the delay ... */
+    .dirty_ratio = 0,            /* ... (or pages in use / ratio, off by default) */
     .purge_delay = 250,          /* ms an empty page stays resident: waves faster than this reuse it */
 };
 
