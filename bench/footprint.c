@@ -2,9 +2,9 @@
  * footprint: memory given back. Allocates a large set of small blocks (16..256 bytes), frees them
  * all in a scrambled order, and reports the resident set size before, at the peak and after, from
  * /proc/self/statm, on stdout as `rss_start_kb=... rss_peak_kb=... rss_after_free_kb=...`; then, as a
- * program that goes on running would, it idles for a second and allocates and frees a few thousand
+ * program that goes on running would, it idles for two seconds and allocates and frees a few thousand
  * small blocks, and reports `rss_idle_kb=` (allocators that give memory back after a delay, as
- * pyalloc and jemalloc do, have done so by then). The time of the work without the idle second is
+ * pyalloc and jemalloc do, have done so by then). The time of the work without the idle seconds is
  * `timed_s=`, which the runner reports instead of the process's wall time.
  * usage: footprint [scale=1] (scale 1 = 2 million blocks) */
 #include "common.h"
@@ -40,7 +40,7 @@ int main(int argc, char **argv)
     long rss_after = bench_rss_kb();
     double secs = bench_now() - t0;
 
-    struct timespec nap = {1, 0};
+    struct timespec nap = {2, 0};
     nanosleep(&nap, NULL);
     enum { LATER = 8192 };
     for (size_t i = 0; i < LATER; i++) {

@@ -12,7 +12,7 @@ pa_options pa_opt = {
     .reserve = (size_t)64 << 30, /* address space only: costs nothing until committed */
     .dirty_min = 65536,          /* a hard limit: 1 GiB of empty pages may wait out the delay ... */
     .dirty_ratio = 0,            /* ... (or pages in use / ratio, off by default) */
-    .purge_delay = 250,          /* ms an empty page stays resident: waves faster than this reuse it */
+    .purge_delay = 1000,         /* ms an empty page stays resident: waves faster than this reuse it */
 };
 
 const char *pa_getenv(const char *name) {

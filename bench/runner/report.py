@@ -144,7 +144,7 @@ def _footprint(summary, allocs) -> List[str]:
     if not e:
         return []
     lines = ["## Memory given back (footprint: 2 M blocks of 16..256 B, all freed)", "",
-             "| allocator | RSS at start | RSS at peak | RSS after free | returned at once | RSS 1 s later | returned by then |",
+             "| allocator | RSS at start | RSS at peak | RSS after free | returned at once | RSS 2 s later | returned by then |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for a in allocs:
         res = e["allocators"].get(a.name, {}).get("results", {})

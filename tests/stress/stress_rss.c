@@ -25,7 +25,7 @@
 static long purge_delay_ms(void)
 {
     const char *s = getenv("PYALLOC_PURGE_DELAY_MS");
-    return s && *s ? atol(s) : 250;
+    return s && *s ? atol(s) : 1000;
 }
 
 /* Wait out the delay, then allocate and free enough 16-byte blocks to fill a few pages: the
