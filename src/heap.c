@@ -231,10 +231,10 @@ static void heap_release(pa_heap *h, pa_page *pg) {
     pa_pool_give(pg);
 }
 
-/* A FULL page of h got a block back: onto avail, behind the current page, which stays current. */
-void pa_heap_unfull(pa_heap *h, pa_page *pg) {
+/* pg onto h's avail list, behind the current page, which stays current (or as the current page
+ * if there is none). */
+static void heap_insert_avail(pa_heap *h, pa_page *pg) {
     uint32_t cls = pg->cls;
-    list_unlink(&h->full, pg);
     pg->where = PA_W_AVAIL;
     pa_page *head = pa_page_at(h->avail[cls]);
     if (head) {
@@ -246,6 +246,12 @@ void pa_heap_unfull(pa_heap *h, pa_page *pg) {
         list_push(&h->avail[cls], pg);
         heap_refresh_direct(h, cls);
     }
+}
+
+/* A FULL page of h got a block back: onto avail, behind the current page. */
+void pa_heap_unfull(pa_heap *h, pa_page *pg) {
+    list_unlink(&h->full, pg);
+    heap_insert_avail(h, pg);
     uint8_t expect = PA_FS_FULL;
     atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_NONE);
     atomic_store_explicit(&pg->local, h, memory_order_relaxed);
@@ -317,10 +323,23 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
     b->next = (uintptr_t)pg->free ^ pg->key;
     pg->free = b;
     pg->used--;
-    if (pg->used == 0) {
+    pa_heap *me = pa_tls_heap;
+    if (pg->used == 0 || me->live) {
         list_unlink(&abandoned[pg->cls], pg);
         atomic_fetch_sub_explicit(&abandoned_n[pg->cls], 1, memory_order_relaxed);
+    }
+    if (pg->used == 0) {
         pa_pool_give(pg);
+    } else if (me->live) {
+        /* Adopt it: this thread is freeing what a dead one allocated (a server's request objects,
+         * larson), and the next frees into the page should be local ones, not a trip through this
+         * lock. Its free blocks serve this thread's mallocs of the class. */
+        atomic_store_explicit(&pg->heap, me, memory_order_release);
+        atomic_store_explicit(&pg->local, me, memory_order_relaxed);
+        me->stats.adopted++;
+        pthread_mutex_unlock(&pa_abandoned_lock);
+        heap_insert_avail(me, pg);
+        return;
     }
     pthread_mutex_unlock(&pa_abandoned_lock);
 }
