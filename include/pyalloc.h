@@ -51,12 +51,12 @@ struct pa_class_stats {
     unsigned long long frees;       /* blocks freed, ever (allocs - in_use) */
     unsigned long long in_use;      /* blocks allocated now (a block another thread freed counts
                                        until the page's owner collects it) */
-    unsigned long long pages;       /* 16 KiB pages holding the class now */
+    unsigned long long pages;       /* pages (page_size bytes) holding the class now */
     unsigned long long peak_pages;  /* most pages the class held at once */
     unsigned long long peak_in_use; /* most blocks out at once, to within a page per thread: the
                                        blocks peak_pages hold (an exact count would need a counter
                                        shared by every thread on every malloc and free) */
-    unsigned long long bytes_held;  /* pages * 16 KiB */
+    unsigned long long bytes_held;  /* pages * page_size */
     unsigned long long wasted;      /* bytes lost to rounding requests up to size, summed over allocs */
 };
 
@@ -66,11 +66,12 @@ struct pa_stats {
     int enabled;                    /* 0 when built with -DPYALLOC_STATS=OFF: allocs, wasted and
                                        passthrough are not counted */
     unsigned nclasses;              /* classes of this mode: 33 (8, 16, 32, ... 512) or 64 */
+    unsigned page_size;             /* bytes in a page: 32768 */
     struct pa_class_stats classes[PA_STATS_NCLASS]; /* the first nclasses, by size */
     struct pa_class_stats total;    /* summed; size is 0, peak_pages the sum of the peaks */
     unsigned long long in_use_bytes;
     unsigned long long passthrough_calls, passthrough_bytes; /* served by the system allocator */
-    unsigned long long arenas_committed, bytes_committed;    /* 1 MiB arenas of pool memory */
+    unsigned long long arenas_committed, bytes_committed;    /* arenas (64 pages) of pool memory */
     unsigned long long pages_given_back, bytes_given_back;   /* purged with MADV_DONTNEED, ever */
     unsigned long long pages_dirty;                          /* empty, resident, waiting out the delay */
     unsigned long long heaps_live, heaps_abandoned;          /* thread heaps: running, left by exits */

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT
  * The reservation and the global pool of pages: reserve address space once, commit it an arena
- * (1 MiB) at a time, hand out pages, take empty ones back and give their memory to the OS.
+ * (2 MiB) at a time, hand out pages, take empty ones back and give their memory to the OS.
  * Exports pa_arena_init, pa_pool_take, pa_pool_give, pa_pool_tick, pa_pool_trim. Everything here
  * runs under pa_pool_lock; the fast paths only read pa_base, pa_limit and pa_pages.
  *
@@ -167,11 +167,7 @@ static void pool_expire(uint32_t now) {
 void pa_pool_give(pa_page *pg) {
     pthread_mutex_lock(&pa_pool_lock);
     pa_assert(pg->where != PA_W_DIRTY && pg->where != PA_W_CLEAN);
-    if (pg->bsize) pa_stat_page(pg->cls, -1);
-    pg->bsize = 0;
-    pg->free = (pa_block *)1;
-    pg->used = 0;
-    pa_store_relaxed(&pg->thresh, 0);
+    pa_page_retire(pg);
     pg->where = pg->pooled = PA_W_DIRTY;
     pg->prev = 0;
     pg->next = pool.dirty;

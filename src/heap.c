@@ -45,7 +45,10 @@ static void list_unlink(uint32_t *head, pa_page *pg) {
 static void heap_refresh_direct(pa_heap *h, uint32_t cls) {
     pa_page *cur = pa_page_at(h->avail[cls]);
     if (!cur) cur = &page_empty;
-    for (uint32_t n = pa_class_size_lo[cls]; n <= pa_class_size_hi[cls]; n++) h->direct[n] = cur;
+    uint32_t lo = pa_class_size_lo[cls], hi = pa_class_size_hi[cls]; /* loaded once: the stores below
+                                                                         could alias them */
+    if (h->direct[hi] == cur) return;
+    for (uint32_t n = lo; n <= hi; n++) h->direct[n] = cur;
 }
 
 static uint64_t heap_key(pa_heap *h) {
@@ -94,6 +97,28 @@ static pa_heap *heap_create(void) {
 
 pa_heap *pa_heap_first(void) { return heaps; }
 
+/* A FULL page goes back on avail only once 1/32 of its blocks (at least one) are free
+ * again. Returning it at the first free made a program that frees at random into packed pages
+ * (any long-running churn) move a page to avail and back to full on every other malloc and free:
+ * threads-1 spent a third of its operations there. The FULL page keeps its owner's `local`, so
+ * its frees take the fast path, and its `used` is biased so that the fast path's one test,
+ * `--used == 0`, fires at the K-th free instead of at the last: used + used_bias is the true
+ * count. Only the owner biases and unbiases, and every slow path that counts a FULL page's blocks
+ * (collect, unfull, abandon, stats) unbiases it first. */
+static void page_bias(pa_page *pg) {
+    uint32_t k = pa_class_blocks(pg->cls) / 32;
+    if (k == 0) k = 1;
+    if (pg->used > k) {
+        pg->used_bias = (uint16_t)(pg->used - k);
+        pg->used = (uint16_t)k;
+    }
+}
+
+static void page_unbias(pa_page *pg) {
+    pg->used = (uint16_t)(pg->used + pg->used_bias);
+    pg->used_bias = 0;
+}
+
 /* Pages that other threads freed into while they were FULL: back on avail (or re-armed). */
 static void heap_make_full(pa_heap *h, pa_page *pg);
 
@@ -108,6 +133,7 @@ static void heap_take_notified(pa_heap *h) {
         pa_page *pg = pa_page_at(list);
         list = pg->notify_next;
         if (pa_load_relaxed(&pg->heap) != h || pg->where != PA_W_FULL) continue;
+        page_unbias(pg);
         pa_page_collect(pg);
         if (!pa_list_is_end(pg->free)) {
             pa_heap_unfull(h, pg);
@@ -132,11 +158,12 @@ static void heap_make_full(pa_heap *h, pa_page *pg) {
             list_push(&h->avail[pg->cls], pg);
             heap_refresh_direct(h, pg->cls);
         }
+        return;
     }
+    page_bias(pg);
 }
 
 static void heap_page_to_full(pa_heap *h, pa_page *pg) {
-    atomic_store_explicit(&pg->local, NULL, memory_order_relaxed); /* frees into it take the slow path */
     list_unlink(&h->avail[pg->cls], pg);
     pg->where = PA_W_FULL;
     list_push(&h->full, pg);
@@ -188,9 +215,16 @@ static pa_page *heap_find_page(pa_heap *h, uint32_t cls) {
             if (h->avail[cls]) continue;
         }
         if (heap_adopt(h, cls)) continue;
-        pg = pa_pool_take();
-        if (!pg) return NULL;
-        h->stats.pages_taken++;
+        if (h->spare) {
+            pg = pa_page_at(h->spare);
+            list_unlink(&h->spare, pg);
+            h->nspare--;
+            pa_pool_tick(); /* a new page: a moment to give back pool pages that waited out the delay */
+        } else {
+            pg = pa_pool_take();
+            if (!pg) return NULL;
+            h->stats.pages_taken++;
+        }
         pa_page_init(pg, h, cls, heap_key(h));
         list_push(&h->avail[cls], pg);
         heap_refresh_direct(h, cls);
@@ -207,7 +241,6 @@ void *pa_malloc_slow(pa_heap *h, size_t size) {
     } else if (h == &pa_heap_dead) {
         return pa_sys_malloc(size); /* after this thread's exit hook: nothing would reclaim a heap */
     }
-    pa_pool_tick(); /* a page ran dry: a moment to give back pages that waited out the delay */
     uint32_t cls = pa_class_of[(size + 7) >> 3];
     pa_page *pg = heap_find_page(h, cls);
     if (!pg) return pa_sys_malloc(size);
@@ -227,6 +260,14 @@ static void heap_release(pa_heap *h, pa_page *pg) {
     heap_refresh_direct(h, pg->cls);
     atomic_store_explicit(&pg->local, NULL, memory_order_relaxed);
     atomic_store_explicit(&pg->heap, NULL, memory_order_relaxed);
+    if (h->nspare < PA_SPARE_MAX) { /* kept for this heap's next page: no pool lock either way */
+        pa_page_retire(pg);
+        pg->where = PA_W_SPARE;
+        list_push(&h->spare, pg);
+        h->nspare++;
+        pa_pool_tick();
+        return;
+    }
     h->stats.pages_given++;
     pa_pool_give(pg);
 }
@@ -250,6 +291,7 @@ static void heap_insert_avail(pa_heap *h, pa_page *pg) {
 
 /* A FULL page of h got a block back: onto avail, behind the current page. */
 void pa_heap_unfull(pa_heap *h, pa_page *pg) {
+    page_unbias(pg);
     list_unlink(&h->full, pg);
     heap_insert_avail(h, pg);
     uint8_t expect = PA_FS_FULL;
@@ -367,6 +409,7 @@ static void heap_abandon(pa_heap *h) {
         while (l) {
             pa_page *pg = pa_page_at(l);
             l = pg->next;
+            page_unbias(pg);
             pa_page_collect(pg);
             if (pg->used == 0) {
                 pg->next = pg->prev = 0;
@@ -381,6 +424,13 @@ static void heap_abandon(pa_heap *h) {
         if (c < PA_NCLASS) h->avail[c] = 0;
     }
     h->full = 0;
+    while (h->spare) {
+        pa_page *pg = pa_page_at(h->spare);
+        list_unlink(&h->spare, pg);
+        h->stats.pages_given++;
+        pa_pool_give(pg);
+    }
+    h->nspare = 0;
     for (uint32_t n = 0; n < PA_NDIRECT; n++) h->direct[n] = &page_empty;
     pthread_mutex_unlock(&pa_abandoned_lock);
     pa_pool_tick();

@@ -122,6 +122,7 @@ static inline bool pa_in_reservation(const void *p) {
 
 /* ---- page.c: one page's blocks ---- */
 void pa_page_init(pa_page *pg, struct pa_heap *h, uint32_t cls, uint64_t key);
+void pa_page_retire(pa_page *pg);           /* empty and out of use: no class, no block starts */
 bool pa_page_extend(pa_page *pg);            /* carve fresh blocks; false if the page has none left */
 uint32_t pa_page_collect(pa_page *pg);       /* move thread_free into free; returns blocks moved */
 bool pa_page_list_contains(const pa_page *pg, pa_block *list, const pa_block *b);

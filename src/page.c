@@ -46,7 +46,7 @@ bool pa_page_extend(pa_page *pg) {
     }
     pg->free = after;
     bump += n * bsize;
-    pa_store_relaxed(&pg->bump, (uint16_t)bump);
+    pa_store_relaxed(&pg->bump, bump);
     uint32_t step = pg->magic * bsize; /* mod 2^32 */
     pa_store_relaxed(&pg->thresh, (bump / bsize - 1) * step + 1);
     return true;
@@ -77,4 +77,12 @@ bool pa_page_list_contains(const pa_page *pg, pa_block *list, const pa_block *b)
         list = page_decode(pg, list->next);
     }
     return false;
+}
+
+void pa_page_retire(pa_page *pg) {
+    if (pg->bsize) pa_stat_page(pg->cls, -1);
+    pg->bsize = 0;
+    pg->free = (pa_block *)1;
+    pg->used = 0;
+    pa_store_relaxed(&pg->thresh, 0); /* no offset is a block start: frees into it are refused */
 }

@@ -42,6 +42,7 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
     out->version = PA_VERSION_MAJOR * 10000 + PA_VERSION_MINOR * 100 + PA_VERSION_PATCH;
     out->alignment = pa_opt.align;
     out->enabled = PA_STATS;
+    out->page_size = (unsigned)PA_PAGE_SIZE;
     uint64_t allocs[PA_NCLASS] = {0}, requested[PA_NCLASS] = {0}, used[PA_NCLASS] = {0};
     uint64_t pages[PA_NCLASS] = {0};
     if (ready) {
@@ -75,7 +76,7 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
             uint8_t cls = RD(pa_pages[i].cls);
             if (bsize && cls < PA_NCLASS) {
                 pages[cls]++;
-                used[cls] += RD(pa_pages[i].used);
+                used[cls] += (uint64_t)RD(pa_pages[i].used) + RD(pa_pages[i].used_bias);
             }
         }
         uint64_t committed, purged, dirty;
@@ -181,6 +182,7 @@ static void report_json(writer *w, const struct pa_stats *st) {
     w_str(w, "{\"pyalloc\": \"" PA_VERSION_STRING "\", ");
     w_field(w, "pid", (uint64_t)getpid(), 0);
     w_field(w, "alignment", (uint64_t)st->alignment, 0);
+    w_field(w, "page_size", (uint64_t)st->page_size, 0);
     w_str(w, "\"counters\": ");
     w_str(w, st->enabled ? "true" : "false");
     w_str(w, ",\n \"classes\": [\n");

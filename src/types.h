@@ -2,13 +2,13 @@
  * Every structure of pyalloc, and the invariants that tie them together.
  *
  * Address space. At start-up pyalloc reserves one range of address space (PROT_NONE, 64 GiB unless
- * PYALLOC_RESERVE_MB says otherwise) and commits it an arena (1 MiB) at a time as the program grows.
+ * PYALLOC_RESERVE_MB says otherwise) and commits it an arena (2 MiB) at a time as the program grows.
  * "Is this pointer mine?" is one subtraction and one compare against the committed length, so free,
  * realloc and malloc_usable_size never read memory they do not own.
  *
- * Arena -> page -> block. An arena is 64 pages of 16 KiB; a page (CPython's "pool") holds blocks of
+ * Arena -> page -> block. An arena is 64 pages of 32 KiB; a page (CPython's "pool") holds blocks of
  * one size class. The 64 size classes step by 8 bytes from 8 to 512. Page metadata lives out of band
- * in a second reservation, one 64-byte descriptor per page, indexed by (address - base) >> 14, so an
+ * in a second reservation, one 128-byte descriptor per page, indexed by (address - base) >> 15, so an
  * overflowing block can never corrupt it.
  *
  *   class  0  1  2  3  4  5  6  7 ...  63      default mode uses 8, 16 and every multiple of 16;
@@ -47,10 +47,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PA_PAGE_SHIFT 14
+#define PA_PAGE_SHIFT 15
 #define PA_PAGE_SIZE ((size_t)1 << PA_PAGE_SHIFT)
 #define PA_PAGE_MASK (PA_PAGE_SIZE - 1)
-#define PA_ARENA_SHIFT 20 /* 1 MiB: the unit in which address space is committed */
+#define PA_ARENA_SHIFT (PA_PAGE_SHIFT + 6) /* 64 pages: the unit in which address space is committed (its
+                                              descriptors then fill whole 4 KiB pages) */
 #define PA_ARENA_SIZE ((size_t)1 << PA_ARENA_SHIFT)
 #define PA_ARENA_PAGES (PA_ARENA_SIZE / PA_PAGE_SIZE)
 #define PA_NCLASS 64
@@ -60,6 +61,7 @@
 #define PA_NWORDS 65 /* (size + 7) >> 3 for size 0..512 */
 #define PA_NDIRECT (PA_SMALL + 1) /* direct[] is indexed by the request size itself: no shift */
 #define PA_SMALL 512
+#define PA_SPARE_MAX 2 /* empty pages a heap keeps for itself: no pool lock per page */
 #define PA_CARVE 4096 /* carve fresh blocks one OS page at a time: touch memory only when used */
 
 /* A free block: the first word of its memory. */
@@ -73,14 +75,15 @@ enum pa_where { /* which list a page is on */
     PA_W_FULL,      /* owner's full list: no free block when last looked */
     PA_W_ABANDONED, /* abandoned[cls]: its heap's thread exited */
     PA_W_DIRTY,     /* global pool, memory still resident */
-    PA_W_CLEAN      /* global pool, memory given back to the OS */
+    PA_W_CLEAN,     /* global pool, memory given back to the OS */
+    PA_W_SPARE      /* owner's spare list: empty, kept for its next page without the pool lock */
 };
 
 enum pa_fullstate { PA_FS_NONE = 0, PA_FS_FULL, PA_FS_NOTIFIED };
 
 struct pa_heap;
 
-/* One per 16 KiB page, 128 bytes: everything free and malloc touch is in the first 64. */
+/* One per 64 KiB page, 128 bytes: everything free and malloc touch is in the first 64. */
 typedef struct pa_page {
     pa_block *free;                    /* local free list (owner only), ends in pa_list_end() */
     uintptr_t key;                     /* free-list link encoding */
@@ -92,19 +95,20 @@ typedef struct pa_page {
     _Atomic uint32_t thresh;           /* grows as blocks are carved */
     uint16_t used;                     /* blocks out, counting those in thread_free */
     uint16_t bsize;                    /* block size; 0 when the page is not in use */
-    _Atomic uint16_t bump;             /* offset of the first block never handed out */
+    _Atomic uint32_t bump;             /* offset of the first block never handed out (<= 64 KiB) */
     uint8_t cls;
     uint8_t where;                     /* enum pa_where */
     _Atomic uint8_t fullstate;         /* enum pa_fullstate */
     uint8_t zeroed;                    /* page memory known zero (fresh or purged) */
-    uint16_t reserved;
+    uint16_t used_bias;                /* FULL: the true count is used + used_bias (see heap.c) */
+    uint16_t pad16;
     uint32_t next, prev;               /* list links: page index + 1, 0 = none */
     uint32_t notify_next;              /* heap's notified list, under notify_lock */
     uint8_t pooled;                    /* PA_W_DIRTY / PA_W_CLEAN while in the pool, else 0; written
                                           only under pool_lock, so the pool may read its neighbours' */
     uint8_t cold_pad[3];
     uint32_t dirty_since;              /* pool clock (ms) when it went on the dirty list */
-    uint8_t cold[48];                  /* pads to 128; room for per-page statistics */
+    uint8_t cold[44];                  /* pads to 128; room for per-page statistics */
 } pa_page;
 
 _Static_assert(sizeof(pa_page) == 128, "page descriptor is two cache lines");
@@ -130,6 +134,8 @@ typedef struct pa_heap {
     uint64_t rng;                /* page keys */
     struct pa_heap *next_heap;   /* registry of all heaps, live or free */
     uint8_t live;                /* owned by a running thread */
+    uint8_t nspare;              /* pages on spare */
+    uint32_t spare;              /* empty pages kept back from the pool (list head) */
     pa_heap_stats stats;
 #if PA_STATS
     /* Counted by this thread only, summed over every heap when read (stats.c). */

@@ -28,8 +28,9 @@ static long purge_delay_ms(void)
     return s && *s ? atol(s) : 1000;
 }
 
-/* Wait out the delay, then allocate and free enough 16-byte blocks to fill a few pages: the
- * allocator's slow path runs, as it does in any program that goes on allocating. */
+/* Wait out the delay, then go on allocating for a few milliseconds, as a program does: 64 rounds
+ * of 4096 16-byte blocks allocated and freed run the allocator's slow paths a few hundred times,
+ * and each gives back at most 16 MiB of expired pages (so no one call stalls). */
 static void wait_and_allocate(void)
 {
     long ms = 2 * purge_delay_ms() + 100;
@@ -37,10 +38,12 @@ static void wait_and_allocate(void)
     nanosleep(&nap, NULL);
     enum { N = 4096 };
     static void *b[N];
-    for (int i = 0; i < N; i++)
-        b[i] = T_MALLOC(16);
-    for (int i = 0; i < N; i++)
-        T_FREE(b[i]);
+    for (int round = 0; round < 64; round++) {
+        for (int i = 0; i < N; i++)
+            b[i] = T_MALLOC(16);
+        for (int i = 0; i < N; i++)
+            T_FREE(b[i]);
+    }
 }
 
 /* One round: allocate n blocks (calloc'ed and checked zero when zeroed), then free them shuffled.
