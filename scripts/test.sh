@@ -8,7 +8,7 @@
 set -euo pipefail
 
 # Debian packages the build and the tests need. Append here (one list, space separated).
-PYALLOC_APT_PACKAGES="build-essential cmake pkg-config libcmocka-dev python3 sqlite3 git gzip tar coreutils mawk diffutils clang valgrind"
+PYALLOC_APT_PACKAGES="build-essential cmake pkg-config libcmocka-dev python3 sqlite3 git gzip tar coreutils mawk diffutils clang valgrind gnuplot-nox groff-base man-db"
 
 usage() { sed -n '3,7s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 

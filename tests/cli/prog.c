@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: MIT
+ * cli_prog: the program the `pyalloc` command tests run. Knows nothing of pyalloc at link time (libc
+ * and libdl only): pyalloc can only reach it through LD_PRELOAD, as `pyalloc run` does.
+ *   usable              prints "usable=<malloc_usable_size(malloc(24))> mode=<pa_alignment_mode()>"
+ *                       (mode 0: no pyalloc in the process); pyalloc: 32 (default) or 24 (align 8)
+ *   alloc N SIZE [free] N blocks of SIZE bytes, held until exit unless "free"; plus 10 blocks of
+ *                       4096 bytes and 5 of 64 bytes aligned to 64 (passthrough to glibc), freed
+ *   fork N SIZE         a child process allocates N x SIZE and exits; the parent allocates nothing
+ *   env NAME...         prints NAME=<value or (unset)> for each
+ *   exit CODE           exit(CODE)
+ *   signal N            raise(N) with the default action
+ *   sleep SECONDS       sleeps (for signals sent to `pyalloc run`)
+ */
+#include <dlfcn.h>
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void **allocate(long n, long size)
+{
+    void **v = calloc((size_t)n, sizeof *v);
+    if (!v) exit(90);
+    for (long i = 0; i < n; i++) {
+        v[i] = malloc((size_t)size);
+        if (!v[i]) exit(91);
+        memset(v[i], (int)(i & 0xff), (size_t)size);
+    }
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: cli_prog usable | alloc N SIZE [free] | fork N SIZE | env NAME... | "
+                        "exit CODE | signal N | sleep SECONDS\n");
+        return 2;
+    }
+    const char *what = argv[1];
+    if (strcmp(what, "usable") == 0) {
+        void *p = malloc(24);
+        int mode = 0;
+        int (*pa_mode)(void) = (int (*)(void))dlsym(RTLD_DEFAULT, "pa_alignment_mode");
+        if (pa_mode) mode = pa_mode();
+        printf("usable=%zu mode=%d\n", malloc_usable_size(p), mode);
+        free(p);
+        return 0;
+    }
+    if (strcmp(what, "alloc") == 0 && argc >= 4) {
+        long n = atol(argv[2]), size = atol(argv[3]);
+        void **v = allocate(n, size);
+        for (int i = 0; i < 10; i++) free(malloc(4096));
+        for (int i = 0; i < 5; i++) free(aligned_alloc(64, 64));
+        if (argc >= 5 && strcmp(argv[4], "free") == 0) {
+            for (long i = 0; i < n; i++) free(v[i]);
+            free(v);
+        }
+        printf("allocated %ld x %ld\n", n, size);
+        return 0; /* blocks not freed stay in use at exit: the report sees them */
+    }
+    if (strcmp(what, "fork") == 0 && argc >= 4) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid < 0) return 92;
+        if (pid == 0) {
+            allocate(atol(argv[2]), atol(argv[3]));
+            exit(0);
+        }
+        int st;
+        if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) return 93;
+        printf("child %ld done\n", (long)pid);
+        return 0;
+    }
+    if (strcmp(what, "env") == 0) {
+        for (int i = 2; i < argc; i++) {
+            const char *v = getenv(argv[i]);
+            printf("%s=%s\n", argv[i], v ? v : "(unset)");
+        }
+        return 0;
+    }
+    if (strcmp(what, "exit") == 0 && argc >= 3) exit(atoi(argv[2]));
+    if (strcmp(what, "signal") == 0 && argc >= 3) {
+        int sig = atoi(argv[2]);
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return 94;
+    }
+    if (strcmp(what, "sleep") == 0 && argc >= 3) {
+        printf("sleeping\n");
+        fflush(stdout);
+        sleep((unsigned)atoi(argv[2]));
+        return 0;
+    }
+    fprintf(stderr, "cli_prog: bad arguments\n");
+    return 2;
+}

@@ -1,0 +1,781 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
+"""Tests of the `pyalloc` command (tools/pyalloc), one group per CTest test:
+
+  basic    --help, --version, usage errors (exit 2), library search order and its errors (125),
+           gnuplot missing (125, names the package)
+  run      run: --align 8 / default observed in a program (malloc_usable_size(malloc(24)) 24 / 32),
+           options reach CMD as PYALLOC_*, LD_PRELOAD kept, exit status passed through (3, 128+N for
+           a signal, signals sent to pyalloc forwarded), CMD not found 127 / not executable 126
+  stats    stats: figures of a program whose allocations are known, JSON and text, both modes,
+           --output, --all (a forked child), exit status, no report after SIGKILL
+  plot     stats --plot: a PNG and an SVG drawn by gnuplot
+  bench    bench: --help, --list, --quick on one small benchmark
+  install  cmake --install into a scratch prefix: the installed copy finds its library (also moved
+           elsewhere), knows its version, runs, and runs the installed benchmark runner
+  man      docs/pyalloc.1: no groff warnings, renders with man -l, has every section, every option,
+           command and PYALLOC_* variable; docs/command.md covers every command
+
+usage: test_cli.py --source DIR --build DIR --lib LIB --prog PROG --work DIR [--cmake CMAKE] GROUP
+Exit status 0: passed, 1: failed, 77: skipped (stats and plot, while the library under test has no
+PYALLOC_STATS support). Python 3 standard library only.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+A = None  # the parsed arguments
+SKIP = 77
+PAGE = 32768  # pyalloc's page size; the report's page_size must say the same
+TIMEOUT = 120
+
+
+def clean_env(**extra):
+    """The environment without anything that would choose an allocator or its options."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYALLOC_") and k not in ("LD_PRELOAD", "LD_LIBRARY_PATH")}
+    env.update({k: v for k, v in extra.items() if v is not None})
+    return env
+
+
+def run(argv, env=None, timeout=TIMEOUT, **kw):
+    return subprocess.run(argv, env=env if env is not None else clean_env(), capture_output=True, text=True,
+                          timeout=timeout, **kw)
+
+
+def pa(*args, cmd=None, env=None, **kw):
+    """Runs the build-tree copy of the command (or cmd)."""
+    return run([cmd or A.command] + list(args), env=env, **kw)
+
+
+def header_version():
+    with open(os.path.join(A.source, "include", "pyalloc.h")) as f:
+        return re.search(r'^#define\s+PA_VERSION_STRING\s+"([^"]*)"', f.read(), re.M).group(1)
+
+
+def documented_variables():
+    """{name: default} of the table in docs/options.md."""
+    with open(os.path.join(A.source, "docs", "options.md")) as f:
+        return dict(re.findall(r"^\|\s*`(PYALLOC_[A-Z0-9_]+)`\s*\|\s*`?([^`|]*?)`?(?:\s*\([^)]*\))?\s*\|", f.read(), re.M))
+
+
+def option_of(name):
+    """The `run` option that sets variable name: PYALLOC_PURGE_DELAY_MS -> --purge-delay-ms."""
+    return "--" + name[len("PYALLOC_"):].lower().replace("_", "-")
+
+
+def lib_has_stats():
+    with open(A.lib, "rb") as f:
+        return b"PYALLOC_STATS" in f.read()
+
+
+def work(name):
+    d = os.path.join(A.work, name)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    return d
+
+
+class Case(unittest.TestCase):
+    maxDiff = None
+
+    def ok(self, r, what=""):
+        self.assertEqual(r.returncode, 0, "%s: exit %d\nstdout: %s\nstderr: %s" % (what, r.returncode, r.stdout, r.stderr))
+        return r
+
+    def status(self, r, want, what=""):
+        self.assertEqual(r.returncode, want, "%s: exit %d, expected %d\nstdout: %s\nstderr: %s"
+                         % (what, r.returncode, want, r.stdout, r.stderr))
+        return r
+
+
+# ---- basic -------------------------------------------------------------------------------------------
+
+class Basic(Case):
+    def test_version(self):
+        want = "pyalloc %s\n" % header_version()
+        for cmd in (A.command, A.source_command):
+            for opt in ("--version", "-V"):
+                r = self.ok(pa(opt, cmd=cmd), cmd)
+                self.assertEqual(r.stdout, want, cmd)
+
+    def test_help_everywhere(self):
+        r = self.ok(pa("--help"))
+        self.assertTrue(r.stdout.startswith("usage: pyalloc COMMAND"), r.stdout)
+        for sub in ("run", "stats", "bench", "lib"):
+            self.assertIn("\n  %s " % sub, r.stdout)
+        self.assertEqual(self.ok(pa("-h")).stdout, r.stdout)
+        self.assertEqual(self.ok(pa("help")).stdout, r.stdout)
+        self.assertEqual(self.ok(pa("help", "--help")).stdout, r.stdout)
+        for sub in ("run", "stats", "bench", "lib"):
+            r = self.ok(pa(sub, "--help"), sub)
+            self.assertTrue(r.stdout.startswith("usage: pyalloc %s" % sub), r.stdout[:200])
+            self.assertEqual(r.stderr, "", sub)
+            self.assertEqual(self.ok(pa("help", sub)).stdout, r.stdout, sub)
+            self.assertEqual(self.ok(pa(sub, "-h")).stdout, r.stdout, sub)
+        r = self.ok(pa("run", "--help"))
+        for opt in ("--lib", "--align", "--reserve-mb", "--dirty-kb", "--dirty-ratio", "--stats", "--stats-file"):
+            self.assertIn(opt, r.stdout)
+        self.assertIn("128+N", r.stdout)
+        r = self.ok(pa("stats", "--help"))
+        for opt in ("--json", "--plot", "--output", "--all", "--lib", "--align"):
+            self.assertIn(opt, r.stdout)
+        r = self.ok(pa("bench", "--help"))
+        self.assertIn("--quick", r.stdout)  # the runner's own help follows ours
+        self.assertIn("--benchmarks", r.stdout)
+
+    def test_no_command(self):
+        r = self.status(pa(), 2)
+        self.assertIn("usage: pyalloc", r.stderr)
+        self.assertEqual(r.stdout, "")
+
+    def test_unknown_subcommand(self):
+        r = self.status(pa("frobnicate", "--", "true"), 2)
+        self.assertIn("no such command 'frobnicate'", r.stderr)
+        self.assertIn("usage: pyalloc COMMAND", r.stderr)
+        r = self.status(pa("help", "frobnicate"), 2)
+        self.assertIn("no such command 'frobnicate'", r.stderr)
+        r = self.status(pa("--frobnicate"), 2)
+        self.assertIn("unknown option '--frobnicate'", r.stderr)
+
+    def test_usage_errors(self):
+        cases = [
+            (["run", "--bogus", "--", "true"], "unknown option '--bogus'"),
+            (["run"], "no command given"),
+            (["run", "--"], "no command given"),
+            (["run", "--align"], "needs a value"),
+            (["run", "--align", "7", "--", "true"], "--align must be one of 8, 16"),
+            (["run", "--reserve-mb", "lots", "--", "true"], "--reserve-mb needs a non-negative whole number"),
+            (["run", "--dirty-kb=-1", "--", "true"], "--dirty-kb needs a non-negative whole number"),
+            (["run", "--stats", "xml", "--", "true"], "--stats must be one of"),
+            (["stats", "--plot", "out.pdf", "--", "true"], "must end in .png or .svg"),
+            (["stats"], "no command given"),
+            (["lib", "extra"], "unexpected argument 'extra'"),
+        ]
+        for args, msg in cases:
+            r = self.status(pa(*args), 2, " ".join(args))
+            self.assertIn(msg, r.stderr, args)
+            self.assertIn("usage: pyalloc %s" % args[0], r.stderr, args)
+
+    def test_lib_found_in_its_build_tree(self):
+        r = self.ok(pa("lib"))
+        self.assertEqual(os.path.realpath(r.stdout.strip()), os.path.realpath(A.lib))
+        self.assertTrue(os.path.isabs(r.stdout.strip()))
+
+    def test_lib_explicit_choices(self):
+        other = os.path.join(work("libcopy"), "libpyalloc-copy.so")
+        shutil.copy(A.lib, other)
+        self.assertEqual(self.ok(pa("lib", "--lib", other)).stdout.strip(), other)
+        self.assertEqual(self.ok(pa("lib", env=clean_env(PYALLOC_LIB=other))).stdout.strip(), other)
+        # --lib comes before $PYALLOC_LIB
+        r = self.ok(pa("lib", "--lib", other, env=clean_env(PYALLOC_LIB="/nonexistent/libpyalloc.so")))
+        self.assertEqual(r.stdout.strip(), other)
+        # a relative --lib is made absolute (CMD may change directory)
+        r = self.ok(pa("lib", "--lib", "libpyalloc-copy.so", cwd=os.path.dirname(other)))
+        self.assertEqual(r.stdout.strip(), other)
+
+    def test_missing_library(self):
+        r = self.status(pa("run", "--lib", "/nonexistent/libpyalloc.so", "--", "true"), 125)
+        self.assertIn("/nonexistent/libpyalloc.so: no such file", r.stderr)
+        r = self.status(pa("run", "--", "true", env=clean_env(PYALLOC_LIB="/nonexistent/lib2.so")), 125)
+        self.assertIn("PYALLOC_LIB: /nonexistent/lib2.so: no such file", r.stderr)
+        text = os.path.join(work("notelf"), "libpyalloc.so")
+        with open(text, "w") as f:
+            f.write("not a library\n")
+        r = self.status(pa("run", "--lib", text, "--", "true"), 125)
+        self.assertIn("not an ELF shared library", r.stderr)
+        spaced = os.path.join(work("spaced"), "my lib.so")
+        shutil.copy(A.lib, spaced)
+        r = self.status(pa("run", "--lib", spaced, "--", "true"), 125)
+        self.assertIn("spaces or colons", r.stderr)
+
+    def test_search_order_of_a_source_tree(self):
+        """A source-tree copy looks in build/release, build, build/debug beside it, in that order; when
+        none has the library it says where it looked and how to build it."""
+        tree = work("tree")
+        os.makedirs(os.path.join(tree, "tools"))
+        os.makedirs(os.path.join(tree, "include"))
+        script = os.path.join(tree, "tools", "pyalloc")
+        shutil.copy(A.source_command, script)
+        shutil.copy(os.path.join(A.source, "include", "pyalloc.h"), os.path.join(tree, "include"))
+        open(os.path.join(tree, "CMakeLists.txt"), "w").close()
+        py = [sys.executable, script]
+        r = self.status(run(py + ["run", "--", "true"]), 125)
+        for where in ("--lib PATH: not given", "$PYALLOC_LIB: not set",
+                      os.path.join(tree, "build", "release", "libpyalloc.so"),
+                      os.path.join(tree, "build", "libpyalloc.so"),
+                      os.path.join(tree, "build", "debug", "libpyalloc.so"),
+                      "cmake -S %s -B %s" % (tree, os.path.join(tree, "build", "release")), "cmake --install"):
+            self.assertIn(where, r.stderr)
+        self.assertLess(r.stderr.index("build/release/"), r.stderr.index("build/debug/"))
+        r = self.status(run(py + ["lib"]), 125)
+        self.assertIn("not found", r.stderr)
+        self.assertEqual(self.ok(run(py + ["--version"])).stdout, "pyalloc %s\n" % header_version())
+        for t in ("build/debug", "build", "build/release"):
+            os.makedirs(os.path.join(tree, t), exist_ok=True)
+            os.symlink(A.lib, os.path.join(tree, t, "libpyalloc.so"))
+            self.assertEqual(self.ok(run(py + ["lib"])).stdout.strip(), os.path.join(tree, t, "libpyalloc.so"))
+        # an explicit choice that is missing is an error, never skipped for the build trees
+        self.status(run(py + ["lib"], env=clean_env(PYALLOC_LIB="/nonexistent/libpyalloc.so")), 125)
+        # outside any source tree, the message says so
+        lonely = os.path.join(work("lonely"), "bin")
+        os.makedirs(lonely)
+        shutil.copy(A.source_command, os.path.join(lonely, "pyalloc"))
+        r = self.status(run([sys.executable, os.path.join(lonely, "pyalloc"), "run", "--", "true"]), 125)
+        self.assertIn("neither installed nor in a pyalloc source tree", r.stderr)
+
+    def test_gnuplot_missing(self):
+        """--plot without gnuplot fails before CMD runs and names the Debian package."""
+        empty = work("nogp")
+        marker = os.path.join(empty, "ran")
+        env = clean_env(PATH=empty)
+        r = self.status(run([sys.executable, A.command, "stats", "--plot", os.path.join(empty, "p.png"), "--",
+                             "/bin/sh", "-c", "touch %s" % marker], env=env), 125)
+        self.assertIn("apt-get install gnuplot-nox", r.stderr)
+        self.assertFalse(os.path.exists(marker), "CMD ran although the plot could not be drawn")
+
+
+# ---- run ---------------------------------------------------------------------------------------------
+
+def usable(r):
+    m = re.fullmatch(r"usable=(\d+) mode=(\d+)\n", r.stdout)
+    assert m, "unexpected output %r (stderr %r)" % (r.stdout, r.stderr)
+    return int(m.group(1)), int(m.group(2))
+
+
+class Run(Case):
+    def test_program_alone_is_on_glibc(self):
+        r = self.ok(run([A.prog, "usable"]))
+        self.assertEqual(usable(r)[1], 0, "cli_prog must not be linked to pyalloc")
+
+    def test_default_alignment(self):
+        r = self.ok(pa("run", "--", A.prog, "usable"))
+        self.assertEqual(usable(r), (32, 16))
+
+    def test_align8(self):
+        for args in (["--align", "8"], ["--align=8"]):
+            r = self.ok(pa("run", *args, "--", A.prog, "usable"))
+            self.assertEqual(usable(r), (24, 8), args)
+        # without `--`: the first word that is not an option starts CMD
+        self.assertEqual(usable(self.ok(pa("run", "--align", "8", A.prog, "usable"))), (24, 8))
+
+    def test_environment_passes_through_and_options_win(self):
+        r = self.ok(pa("run", "--", A.prog, "usable", env=clean_env(PYALLOC_ALIGN="8")))
+        self.assertEqual(usable(r), (24, 8))
+        r = self.ok(pa("run", "--align", "16", "--", A.prog, "usable", env=clean_env(PYALLOC_ALIGN="8")))
+        self.assertEqual(usable(r), (32, 16))
+
+    def test_source_copy_runs(self):
+        r = self.ok(run([sys.executable, A.source_command, "run", "--lib", A.lib, "--align", "8", "--", A.prog, "usable"]))
+        self.assertEqual(usable(r), (24, 8))
+
+    def test_every_documented_variable_has_an_option(self):
+        """docs/options.md's variables each have a `run` option that sets it for CMD."""
+        docs = documented_variables()
+        self.assertIn("PYALLOC_ALIGN", docs)
+        values = {"PYALLOC_ALIGN": ("8", "8"), "PYALLOC_STATS": ("json", "json"),
+                  "PYALLOC_STATS_FILE": ("/dev/null", "/dev/null")}
+        args, want = [], []
+        for name in sorted(docs):
+            given, seen = values.get(name, ("7", "7"))
+            args += [option_of(name), given]
+            want.append("%s=%s" % (name, seen))
+        helptext = self.ok(pa("run", "--help")).stdout
+        for name in docs:
+            self.assertIn(option_of(name) + " ", helptext)
+        r = self.ok(pa("run", *args, "--", A.prog, "env", *sorted(docs)))
+        self.assertEqual(r.stdout.split(), want)
+
+    def test_options_set_variables(self):
+        names = ["PYALLOC_ALIGN", "PYALLOC_RESERVE_MB", "PYALLOC_PURGE_DELAY_MS", "PYALLOC_DIRTY_KB",
+                 "PYALLOC_DIRTY_RATIO", "PYALLOC_STATS", "PYALLOC_STATS_FILE"]
+        r = self.ok(pa("run", "--align", "8", "--reserve-mb", "64", "--purge-delay-ms=0", "--dirty-kb=256",
+                       "--dirty-ratio", "0", "--stats", "json", "--stats-file", "/dev/null", "--", A.prog, "env",
+                       *names))
+        self.assertEqual(r.stdout.split(), ["PYALLOC_ALIGN=8", "PYALLOC_RESERVE_MB=64", "PYALLOC_PURGE_DELAY_MS=0",
+                                            "PYALLOC_DIRTY_KB=256", "PYALLOC_DIRTY_RATIO=0", "PYALLOC_STATS=json",
+                                            "PYALLOC_STATS_FILE=/dev/null"])
+        r = self.ok(pa("run", "--stats", "text", "--stats-file", "/dev/null", "--", A.prog, "env", "PYALLOC_STATS"))
+        self.assertEqual(r.stdout, "PYALLOC_STATS=1\n")
+        r = self.ok(pa("run", "--", A.prog, "env", *names))
+        self.assertEqual(r.stdout.split(), [n + "=(unset)" for n in names])
+        # the library takes a small reservation and still serves the program
+        r = self.ok(pa("run", "--reserve-mb", "64", "--dirty-kb", "0", "--", A.prog, "usable"))
+        self.assertEqual(usable(r), (32, 16))
+
+    def test_ld_preload(self):
+        lib = self.ok(pa("lib")).stdout.strip()
+        r = self.ok(pa("run", "--", A.prog, "env", "LD_PRELOAD"))
+        self.assertEqual(r.stdout, "LD_PRELOAD=%s\n" % lib)
+        libm = next((p for p in ("/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6",
+                                 "/lib64/libm.so.6") if os.path.exists(p)), None)
+        if libm:
+            # a preload already set is kept, after pyalloc; another libpyalloc is dropped
+            r = self.ok(pa("run", "--", A.prog, "env", "LD_PRELOAD",
+                           env=clean_env(LD_PRELOAD="%s:/old/libpyalloc.so.0" % libm)))
+            self.assertEqual(r.stdout, "LD_PRELOAD=%s %s\n" % (lib, libm))
+
+    def test_exit_status(self):
+        for code in (0, 1, 3, 42, 255):
+            self.status(pa("run", "--", A.prog, "exit", str(code)), code, "exit %d" % code)
+        self.status(pa("run", "--", "sh", "-c", "exit 3"), 3)
+
+    def test_death_by_signal(self):
+        for sig in (signal.SIGTERM, signal.SIGKILL, signal.SIGABRT, signal.SIGSEGV):
+            self.status(pa("run", "--", A.prog, "signal", str(int(sig))), 128 + sig, sig.name)
+        self.status(pa("run", "--", "sh", "-c", "kill -TERM $$"), 128 + signal.SIGTERM)
+
+    def _sleeper(self):
+        p = subprocess.Popen([A.command, "run", "--", A.prog, "sleep", "60"], env=clean_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.assertEqual(p.stdout.readline(), "sleeping\n")  # CMD runs; pyalloc's handlers are set
+        return p
+
+    def test_signals_to_pyalloc_reach_cmd(self):
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            p = self._sleeper()
+            t0 = time.time()
+            p.send_signal(sig)
+            self.assertEqual(p.wait(timeout=30), 128 + sig, sig.name)
+            self.assertLess(time.time() - t0, 20)
+            p.stdout.close()
+            p.stderr.close()
+
+    def test_early_sigterm_is_not_lost(self):
+        """SIGTERM sent while pyalloc starts CMD (before or as Popen returns) still ends the run."""
+        for delay in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4):
+            p = subprocess.Popen([A.command, "run", "--", A.prog, "sleep", "60"], env=clean_env(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(delay)
+            p.send_signal(signal.SIGTERM)
+            try:
+                rc = p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                self.fail("SIGTERM %.2f s after start was lost: pyalloc kept waiting" % delay)
+            # before pyalloc set its handlers it dies of the signal itself (-15); after, CMD does (143)
+            self.assertIn(rc, (-signal.SIGTERM, 128 + signal.SIGTERM), delay)
+
+    def test_sigint_waits_for_cmd(self):
+        """SIGINT to pyalloc alone (a terminal sends it to CMD as well) does not end pyalloc before CMD."""
+        p = self._sleeper()
+        p.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        self.assertIsNone(p.poll(), "pyalloc ended on SIGINT while CMD still ran")
+        p.send_signal(signal.SIGTERM)
+        self.assertEqual(p.wait(timeout=30), 128 + signal.SIGTERM)
+        p.stdout.close()
+        p.stderr.close()
+
+    def test_command_not_found(self):
+        r = self.status(pa("run", "--", "no-such-command-pyalloc-test"), 127)
+        self.assertIn("no-such-command-pyalloc-test: command not found", r.stderr)
+        r = self.status(pa("run", "--", "/nonexistent/prog"), 127)
+        self.assertIn("/nonexistent/prog: No such file or directory", r.stderr)
+        d = work("noexec")
+        f = os.path.join(d, "script")
+        with open(f, "w") as fh:
+            fh.write("#!/bin/sh\necho hi\n")
+        os.chmod(f, 0o644)
+        r = self.status(pa("run", "--", f), 126)
+        self.assertIn("Permission denied", r.stderr)
+        self.status(pa("run", "--", d), 126)
+        # PATH lookup finds an executable one
+        os.chmod(f, 0o755)
+        r = self.ok(pa("run", "--", "script", env=clean_env(PATH=d + os.pathsep + os.environ.get("PATH", ""))))
+        self.assertEqual(r.stdout, "hi\n")
+
+    def test_stdio_passes_through(self):
+        r = self.ok(pa("run", "--", "cat", input="hello\nworld\n"))
+        self.assertEqual(r.stdout, "hello\nworld\n")
+        r = self.ok(pa("run", "--", "sh", "-c", "echo out; echo err >&2"))
+        self.assertEqual((r.stdout, r.stderr), ("out\n", "err\n"))
+
+
+# ---- stats -------------------------------------------------------------------------------------------
+
+def default_sizes():
+    return [8, 16] + list(range(32, 513, 16))
+
+
+class Stats(Case):
+    def stats(self, *args, extra=(), env=None, status=0):
+        out = os.path.join(A.work, "stats-out")
+        if os.path.exists(out):
+            os.unlink(out)
+        r = self.status(pa("stats", "-o", out, *extra, "--", A.prog, *args, env=env), status, " ".join(args))
+        with open(out) as f:
+            return r, f.read()
+
+    def json(self, *args, extra=(), **kw):
+        r, text = self.stats(*args, extra=("--json",) + tuple(extra), **kw)
+        return r, json.loads(text)
+
+    def by_size(self, doc):
+        return {c["size"]: c for c in doc["classes"]}
+
+    def check_consistent(self, doc, align):
+        self.assertEqual(doc["pyalloc"], header_version())
+        self.assertIsInstance(doc["pid"], int)
+        self.assertEqual(doc["alignment"], align)
+        self.assertEqual(doc["page_size"], PAGE)
+        sizes = [c["size"] for c in doc["classes"]]
+        self.assertEqual(sizes, default_sizes() if align == 16 else list(range(8, 513, 8)))
+        fields = ("allocs", "frees", "in_use", "peak_in_use", "pages", "bytes_held", "wasted")
+        for c in doc["classes"]:
+            for k in fields:
+                self.assertIsInstance(c[k], int, (c["size"], k))
+                self.assertGreaterEqual(c[k], 0, (c["size"], k))
+            self.assertEqual(c["frees"], c["allocs"] - c["in_use"], c)
+            self.assertEqual(c["bytes_held"], c["pages"] * PAGE, c)
+            self.assertLessEqual(c["in_use"], c["peak_in_use"], c)
+            self.assertLessEqual(c["in_use"] * c["size"], c["bytes_held"], c)
+        t = doc["total"]
+        for k in ("allocs", "frees", "in_use", "pages", "bytes_held", "wasted"):
+            self.assertEqual(t[k], sum(c[k] for c in doc["classes"]), k)
+        self.assertEqual(t["in_use_bytes"], sum(c["in_use"] * c["size"] for c in doc["classes"]))
+        for k in ("calls", "bytes"):
+            self.assertIsInstance(doc["passthrough"][k], int)
+        for k in ("committed", "bytes_committed", "pages_given_back", "bytes_given_back"):
+            self.assertIsInstance(doc["arenas"][k], int)
+        self.assertGreaterEqual(doc["arenas"]["bytes_committed"], t["bytes_held"])
+        if t["pages"]:  # a program that made no small allocation has neither
+            self.assertGreaterEqual(doc["arenas"]["committed"], 1)
+        if t["allocs"]:
+            self.assertGreaterEqual(doc["heaps"]["live"] + doc["heaps"]["abandoned"], 1)
+        self.assertIsInstance(doc["cross_thread_frees"], int)
+
+    def test_json_known_allocations(self):
+        """1000 x 200 bytes held to exit: class 208 in default mode, 8 bytes wasted each."""
+        r, doc = self.json("alloc", "1000", "200")
+        self.assertEqual(r.stdout, "allocated 1000 x 200\n")  # CMD's output stays on stdout, alone
+        self.check_consistent(doc, 16)
+        c = self.by_size(doc)[208]
+        self.assertGreaterEqual(c["allocs"], 1000)
+        self.assertGreaterEqual(c["in_use"], 1000)
+        self.assertGreaterEqual(c["peak_in_use"], 1000)
+        self.assertGreaterEqual(c["wasted"], 8000)
+        self.assertGreaterEqual(c["pages"], -(-1000 // (PAGE // 208)))  # 157 blocks a page: 7 pages
+        pt = doc["passthrough"]
+        self.assertGreaterEqual(pt["calls"], 15)  # 10 x 4096 B, 5 aligned to 64
+        self.assertGreaterEqual(pt["bytes"], 10 * 4096 + 5 * 64)
+        self.assertGreaterEqual(doc["total"]["in_use_bytes"], 1000 * 208)
+
+    def test_json_freed(self):
+        _, doc = self.json("alloc", "1000", "200", "free")
+        self.check_consistent(doc, 16)
+        c = self.by_size(doc)[208]
+        self.assertGreaterEqual(c["frees"], 1000)
+        self.assertGreaterEqual(c["peak_in_use"], 1000)
+        self.assertLessEqual(c["in_use"], c["allocs"] - 1000)
+
+    def test_json_classic_mode(self):
+        """--align 8: 64 classes, a 200-byte request is served exactly by class 200."""
+        _, doc = self.json("alloc", "1000", "200", extra=("--align", "8"))
+        self.check_consistent(doc, 8)
+        sizes = self.by_size(doc)
+        self.assertGreaterEqual(sizes[200]["allocs"], 1000)
+        self.assertGreaterEqual(sizes[200]["in_use"], 1000)
+        self.assertLess(sizes[208]["allocs"], 1000)
+
+    def test_text_report(self):
+        _, text = self.stats("alloc", "1000", "200")
+        lines = text.splitlines()
+        self.assertTrue(lines[0].startswith("pyalloc %s statistics: pid " % header_version()), lines[0])
+        self.assertIn("alignment 16", lines[0])
+        self.assertIn("alloc 1000 200", lines[0])
+        head = re.split(r"\s{2,}", next(line for line in lines if line.split()[:1] == ["class"]).strip())
+        for h in ("allocs", "frees", "in use", "peak", "pages", "bytes held", "wasted"):
+            self.assertIn(h, head)
+        row = dict(zip(head, (int(x) for x in next(line.split() for line in lines if line.split()[:1] == ["208"]))))
+        allocs, frees, in_use, peak = row["allocs"], row["frees"], row["in use"], row["peak"]
+        pages, held, wasted = row["pages"], row["bytes held"], row["wasted"]
+        self.assertGreaterEqual(allocs, 1000)
+        self.assertEqual(frees, allocs - in_use)
+        self.assertGreaterEqual(in_use, 1000)
+        self.assertGreaterEqual(peak, 1000)
+        self.assertEqual(held, pages * PAGE)
+        self.assertGreaterEqual(wasted, 8000)
+        total = dict(zip(head, next(line.split() for line in lines if line.split()[:1] == ["total"])))
+        self.assertGreaterEqual(int(total["allocs"]), allocs)
+        self.assertTrue(any(line.startswith("passed to glibc:") for line in lines), text)
+        self.assertTrue(any(line.startswith("arenas:") for line in lines), text)
+
+    def test_text_matches_json(self):
+        _, doc = self.json("alloc", "500", "100", "free")
+        _, text = self.stats("alloc", "500", "100", "free")
+        lines = text.splitlines()
+        head = re.split(r"\s{2,}", next(line for line in lines if line.split()[:1] == ["class"]).strip())
+        rows = {int(line.split()[0]): dict(zip(head, (int(x) for x in line.split())))
+                for line in lines if re.match(r"^\s*\d+(\s+\d+)+\s*$", line)}
+        c = self.by_size(doc)[112]
+        self.assertIn(112, rows)
+        self.assertGreaterEqual(rows[112]["allocs"], 500)
+        self.assertGreaterEqual(rows[112]["frees"], 500)
+        self.assertEqual(rows[112]["bytes held"], rows[112]["pages"] * PAGE)
+        self.assertGreaterEqual(c["frees"], 500)
+        # every class the JSON shows as used has its row, with the same allocs (one more run: +- libc noise)
+        for size, cl in self.by_size(doc).items():
+            if cl["allocs"] >= 500:
+                self.assertIn(size, rows)
+
+    def test_report_on_stderr_by_default(self):
+        r = self.ok(pa("stats", "--", A.prog, "alloc", "100", "200"))
+        self.assertEqual(r.stdout, "allocated 100 x 200\n")
+        self.assertTrue(r.stderr.startswith("pyalloc %s statistics:" % header_version()), r.stderr[:300])
+        r = self.ok(pa("stats", "--json", "--output", "-", "--", A.prog, "exit", "0"))
+        self.assertEqual(json.loads(r.stdout)["alignment"], 16)
+
+    def test_exit_status_and_report(self):
+        r, doc = self.json("exit", "3", status=3)
+        self.check_consistent(doc, 16)
+        self.assertIn("exit status 3", r.stderr)
+
+    def test_killed_cmd_has_no_report(self):
+        r = self.status(pa("stats", "--", A.prog, "signal", "9"), 128 + 9)
+        self.assertIn("no report", r.stderr)
+        self.assertIn("SIGKILL", r.stderr)
+
+    def test_cmd_not_found(self):
+        self.status(pa("stats", "--", "no-such-command-pyalloc-test"), 127)
+
+    def test_every_process(self):
+        """CMD forks a child that allocates 500 x 200: CMD's own report is the one shown; --all adds the child's."""
+        r, doc = self.json("fork", "500", "200")
+        self.assertIn("also reported (--all shows them)", r.stderr)
+        self.assertLess(self.by_size(doc)[208]["allocs"], 500)
+        _, docs = self.json("fork", "500", "200", extra=("--all",))
+        self.assertIsInstance(docs, list)
+        self.assertGreaterEqual(len(docs), 2)
+        self.assertEqual(len({d["pid"] for d in docs}), len(docs))
+        self.assertTrue(any(self.by_size(d)[208]["allocs"] >= 500 for d in docs[1:]))
+        _, text = self.stats("fork", "500", "200", extra=("--all",))
+        self.assertEqual(text.count(" statistics: pid "), len(docs))
+
+
+# ---- plot --------------------------------------------------------------------------------------------
+
+class Plot(Case):
+    def test_png_and_svg(self):
+        if not shutil.which("gnuplot"):
+            self.fail("gnuplot is not installed: apt-get install gnuplot-nox")
+        d = work("plot")
+        png, svg = os.path.join(d, "classes.png"), os.path.join(d, "classes.svg")
+        r = self.ok(pa("stats", "--plot", png, "-o", os.devnull, "--", A.prog, "alloc", "1000", "200"))
+        self.assertIn("plot written to %s" % png, r.stderr)
+        with open(png, "rb") as f:
+            data = f.read()
+        self.assertEqual(data[:8], b"\x89PNG\r\n\x1a\n")
+        self.assertGreater(len(data), 5000)
+        r = self.ok(pa("stats", "--align", "8", "--plot", svg, "-o", os.devnull, "--", A.prog, "alloc", "1000", "200"))
+        with open(svg) as f:
+            text = f.read()
+        self.assertIn("<svg", text)
+        for label in ("blocks allocated per size class", "memory held per size class", ">200<", ">504<"):
+            self.assertIn(label, text)  # classic mode: every 8-byte class on the axis
+        # a relative plot path is relative to the caller's directory, and CMD's failure still plots
+        r = self.status(pa("stats", "--plot", "rel.svg", "-o", os.devnull, "--", A.prog, "exit", "4", cwd=d), 4)
+        self.assertTrue(os.path.getsize(os.path.join(d, "rel.svg")) > 0)
+
+
+# ---- bench -------------------------------------------------------------------------------------------
+
+class Bench(Case):
+    def test_list(self):
+        r = self.ok(pa("bench", "--list"))
+        self.assertIn("churn-1k", r.stdout)
+
+    def test_quick_one_benchmark(self):
+        r = self.ok(pa("bench", "--quick", "--benchmarks", "churn-1k", "--allocators", "pyalloc", timeout=600))
+        self.assertRegex(r.stdout, r"\| churn-1k \| ok \| ok \|")
+        self.assertIn("quick: 2 runs, 2 ok, 0 failed", r.stdout)
+        lib = self.ok(pa("lib")).stdout.strip()
+        self.assertIn("malloc served by %s" % lib, r.stderr)  # the runner was given this build's library
+
+    def test_missing_library(self):
+        r = self.status(pa("bench", "--lib", "/nonexistent/libpyalloc.so", "--quick"), 125)
+        self.assertIn("/nonexistent/libpyalloc.so", r.stderr)
+
+
+# ---- install -----------------------------------------------------------------------------------------
+
+class Install(Case):
+    def test_installed_copy(self):
+        if not A.cmake:
+            self.skipTest("no --cmake")
+        d = work("install")
+        prefix = os.path.join(d, "prefix")
+        r = run([A.cmake, "--install", A.build, "--prefix", prefix], timeout=300)
+        self.ok(r, "cmake --install")
+        exe = os.path.join(prefix, "bin", "pyalloc")
+        self.assertTrue(os.access(exe, os.X_OK))
+        with open(exe) as f:
+            text = f.read()
+        self.assertTrue(text.startswith("#!/usr/bin/python3\n") or text.startswith("#!/"), text[:40])
+        self.assertNotIn("@PYALLOC_CFG_", text)
+        self.assertIn('"mode": "installed"', text)
+        self.assertIn('"prefix": "%s"' % prefix, text)
+        man = os.path.join(prefix, "share", "man", "man1", "pyalloc.1")
+        self.assertTrue(os.path.isfile(man), man)
+        self.assertEqual(self.ok(pa("--version", cmd=exe)).stdout, "pyalloc %s\n" % header_version())
+        lib = self.ok(pa("lib", cmd=exe)).stdout.strip()
+        self.assertTrue(lib.startswith(prefix + os.sep) and os.path.basename(lib) == "libpyalloc.so.0", lib)
+        self.assertEqual(usable(self.ok(pa("run", "--align", "8", "--", A.prog, "usable", cmd=exe))), (24, 8))
+        # moved elsewhere (a package unpacked into another root), it finds the moved library
+        moved = os.path.join(d, "moved")
+        os.rename(prefix, moved)
+        exe = os.path.join(moved, "bin", "pyalloc")
+        lib = self.ok(pa("lib", cmd=exe)).stdout.strip()
+        self.assertTrue(lib.startswith(moved + os.sep), lib)
+        self.assertEqual(usable(self.ok(pa("run", "--", A.prog, "usable", cmd=exe))), (32, 16))
+        # the installed benchmark runner and programs
+        bench = os.path.join(moved, "share", "pyalloc", "bench", "run.py")
+        if os.path.isfile(bench):
+            self.assertIn("churn-1k", self.ok(pa("bench", "--list", cmd=exe)).stdout)
+            r = self.ok(pa("bench", "--quick", "--benchmarks", "churn-1k", "--allocators", "pyalloc", cmd=exe, cwd=d,
+                           timeout=600))
+            self.assertIn("quick: 2 runs, 2 ok, 0 failed", r.stdout)
+            self.assertIn("malloc served by %s" % lib, r.stderr)
+            self.assertFalse(os.path.exists(os.path.join(moved, "share", "pyalloc", "bench", "results")))
+        else:
+            r = self.status(pa("bench", "--list", cmd=exe), 125)
+            self.assertIn("not installed", r.stderr)
+
+
+# ---- man page ----------------------------------------------------------------------------------------
+
+SECTIONS = ["NAME", "SYNOPSIS", "DESCRIPTION", "COMMANDS", "OPTIONS", "ENVIRONMENT", "EXIT STATUS", "FILES",
+            "EXAMPLES", "SEE ALSO"]
+
+
+class Man(Case):
+    def setUp(self):
+        self.page = os.path.join(A.source, "docs", "pyalloc.1")
+        with open(self.page) as f:
+            self.src = f.read()
+
+    def section(self, name):
+        m = re.search(r'^\.SH "?%s"?\n(.*?)(?=^\.SH |\Z)' % re.escape(name), self.src, re.M | re.S)
+        self.assertIsNotNone(m, "no section %s" % name)
+        return m.group(1)
+
+    def test_sections_in_order(self):
+        found = [s.strip('"') for s in re.findall(r"^\.SH (.*)$", self.src, re.M)]
+        self.assertEqual([s for s in found if s in SECTIONS], SECTIONS)
+
+    def test_groff_has_no_warnings(self):
+        groff = shutil.which("groff")
+        if not groff:
+            self.fail("groff is not installed: apt-get install groff-base")
+        r = run([groff, "-man", "-Tutf8", "-ww", "-z", self.page])
+        self.ok(r, "groff")
+        self.assertEqual(r.stderr, "", "groff warnings:\n" + r.stderr)
+
+    def test_man_renders_it(self):
+        man = shutil.which("man")
+        if not man:
+            self.fail("man is not installed: apt-get install man-db")
+        r = self.ok(run([man, "-l", self.page], env=clean_env(MANPAGER="cat", PAGER="cat", MANWIDTH="100",
+                                                               LC_ALL="C.UTF-8", MAN_KEEP_FORMATTING=None)))
+        text = re.sub(r".\x08", "", r.stdout)
+        for s in SECTIONS:
+            self.assertRegex(text, r"(?m)^%s$" % s)
+        self.assertIn("pyalloc run", text)
+
+    def test_documents_every_command_and_option(self):
+        commands = self.section("COMMANDS")
+        for sub in ("run", "stats", "bench", "lib", "help"):
+            self.assertRegex(commands, r"(?m)^\.B.*\b%s\b" % sub, sub)
+        options = self.section("OPTIONS") + commands
+        opts = ["--lib", "--stats", "--stats-file", "--json", "--plot", "--output", "--all", "--help", "--version"]
+        opts += [option_of(n) for n in documented_variables()]
+        for opt in opts:
+            self.assertIn(opt.replace("-", r"\-"), options, opt)
+            self.assertIn(opt.replace("-", r"\-"), self.section("SYNOPSIS") + options, opt)
+        status = self.section("EXIT STATUS")
+        for code in ("125", "126", "127", "128"):
+            self.assertIn(code, status)
+
+    def test_documents_every_variable(self):
+        """Every PYALLOC_* variable the library reads (src/), docs/options.md lists or the command reads."""
+        env = self.section("ENVIRONMENT")
+        names = set()
+        src = os.path.join(A.source, "src")
+        for n in sorted(os.listdir(src)):
+            if n.endswith((".c", ".h")):
+                with open(os.path.join(src, n)) as f:
+                    names |= set(re.findall(r'"(PYALLOC_[A-Z0-9_]+)', f.read()))
+        with open(os.path.join(A.source, "docs", "options.md")) as f:
+            names |= set(re.findall(r"`(PYALLOC_[A-Z0-9_]+)", f.read()))
+        with open(A.source_command) as f:
+            names |= set(re.findall(r'"(PYALLOC_[A-Z0-9_]+)"', f.read()))
+        names = {n.rstrip("_") for n in names}
+        self.assertTrue({"PYALLOC_ALIGN", "PYALLOC_LIB"} <= names, names)
+        missing = sorted(n for n in names if not re.search(r"^\.B %s$|^\.BR? %s\b" % (n, n), env, re.M))
+        self.assertEqual(missing, [], "variables missing from ENVIRONMENT in docs/pyalloc.1")
+
+    def test_states_documented_defaults(self):
+        """Each variable's entry in ENVIRONMENT states the default docs/options.md gives."""
+        env = self.section("ENVIRONMENT")
+        for name, default in documented_variables().items():
+            m = re.search(r"^\.B %s\n(.*?)(?=^\.TP|\Z)" % name, env, re.M | re.S)
+            self.assertIsNotNone(m, name)
+            self.assertIn(default.strip(), m.group(1), "%s: default %r not stated" % (name, default))
+
+    def test_user_guide(self):
+        with open(os.path.join(A.source, "docs", "command.md")) as f:
+            guide = f.read()
+        for sub in ("pyalloc run", "pyalloc stats", "pyalloc bench", "pyalloc lib"):
+            self.assertIn(sub, guide)
+
+
+GROUPS = {"basic": [Basic], "run": [Run], "stats": [Stats], "plot": [Plot], "bench": [Bench],
+          "install": [Install], "man": [Man]}
+
+
+def main():
+    global A
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--source", required=True, help="the source tree")
+    p.add_argument("--build", required=True, help="the build tree (its pyalloc command is tested)")
+    p.add_argument("--lib", required=True, help="this build's libpyalloc.so")
+    p.add_argument("--prog", required=True, help="cli_prog")
+    p.add_argument("--work", required=True, help="scratch directory")
+    p.add_argument("--cmake", help="cmake, for the install group")
+    p.add_argument("group", choices=sorted(GROUPS))
+    p.add_argument("tests", nargs="*", help="unittest names (Class.test_x) to run, default all of the group")
+    A = p.parse_args()
+    A.command = os.path.join(A.build, "pyalloc")
+    A.source_command = os.path.join(A.source, "tools", "pyalloc")
+    A.work = os.path.abspath(os.path.join(A.work, A.group))
+    shutil.rmtree(A.work, ignore_errors=True)
+    os.makedirs(A.work)
+    if A.group in ("stats", "plot"):
+        if not lib_has_stats():
+            print("SKIP: %s has no PYALLOC_STATS support yet (the library's statistics): nothing to report"
+                  % A.lib)
+            return SKIP
+        probe = os.path.join(A.work, "probe.json")
+        r = pa("stats", "--json", "-o", probe, "--", A.prog, "exit", "0")
+        if r.returncode == 0 and json.load(open(probe)).get("counters") is False:
+            print("SKIP: %s was built without statistics counters (-DPYALLOC_STATS=OFF)" % A.lib)
+            return SKIP
+    loader = unittest.TestLoader()
+    if A.tests:
+        suite = loader.loadTestsFromNames(A.tests, sys.modules[__name__])
+    else:
+        suite = unittest.TestSuite(loader.loadTestsFromTestCase(c) for c in GROUPS[A.group])
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    return 0 if result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
