@@ -117,7 +117,7 @@ static inline pa_page *pa_page_of(const void *p) {
 }
 /* True when p falls in the reserved range at all (committed or not). */
 static inline bool pa_in_reservation(const void *p) {
-    return pa_reserved && (uintptr_t)p - pa_base < pa_reserved;
+    return (uintptr_t)p - pa_base < pa_reserved; /* 0 when nothing is reserved */
 }
 
 /* ---- page.c: one page's blocks ---- */
