@@ -88,6 +88,7 @@ static pa_heap *heap_create(void) {
     for (uint32_t n = 0; n < PA_NDIRECT; n++) h->direct[n] = &page_empty;
     memset(h->avail, 0, sizeof h->avail);
     h->full = 0;
+    h->idle = 0;
     atomic_store_explicit(&h->notified, 0, memory_order_relaxed);
     h->rng ^= (uint64_t)__builtin_ia32_rdtsc();
     h->live = 1;
@@ -191,6 +192,24 @@ static pa_page *heap_adopt(pa_heap *h, uint32_t cls) {
     return pg;
 }
 
+/* An empty page that is the current page of another class. A class keeps its current page when it
+ * empties (malloc-free-malloc of one block must not churn pages), but a program that moves from
+ * size to size (sweep-small) would keep one resident page per class it ever used, 1 MB of them;
+ * the next class that needs a page takes one of those instead. */
+static pa_page *heap_take_idle(pa_heap *h, uint32_t cls) {
+    while (h->idle) {
+        uint32_t c = (uint32_t)__builtin_ctzll(h->idle);
+        h->idle &= h->idle - 1;
+        pa_page *pg = pa_page_at(h->avail[c]);
+        if (c == cls || !pg || pg->used != 0) continue; /* in use again since it emptied */
+        list_unlink(&h->avail[c], pg);
+        heap_refresh_direct(h, c);
+        pa_page_retire(pg);
+        return pg;
+    }
+    return NULL;
+}
+
 /* A page of class cls with a free block, made current; NULL when the reservation is exhausted. */
 static pa_page *heap_find_page(pa_heap *h, uint32_t cls) {
     for (;;) {
@@ -215,7 +234,9 @@ static pa_page *heap_find_page(pa_heap *h, uint32_t cls) {
             if (h->avail[cls]) continue;
         }
         if (heap_adopt(h, cls)) continue;
-        if (h->spare) {
+        if ((pg = heap_take_idle(h, cls)) != NULL) {
+            /* an empty current page of a class this thread stopped using: already resident */
+        } else if (h->spare) {
             pg = pa_page_at(h->spare);
             list_unlink(&h->spare, pg);
             h->nspare--;
@@ -301,8 +322,12 @@ void pa_heap_unfull(pa_heap *h, pa_page *pg) {
 
 void pa_free_local_slow(pa_heap *h, pa_page *pg) {
     if (pg->where == PA_W_FULL) pa_heap_unfull(h, pg);
-    /* An empty current page stays: a thread that mallocs and frees one block must not churn pages. */
-    if (pg->used == 0 && h->avail[pg->cls] != pa_page_link(pg)) heap_release(h, pg);
+    /* An empty current page stays: a thread that mallocs and frees one block must not churn pages
+     * (until another class needs a page: heap_take_idle). */
+    if (pg->used == 0) {
+        if (h->avail[pg->cls] != pa_page_link(pg)) heap_release(h, pg);
+        else h->idle |= (uint64_t)1 << pg->cls;
+    }
 }
 
 /* ---- frees of pages this thread does not own ---- */
@@ -431,6 +456,7 @@ static void heap_abandon(pa_heap *h) {
         pa_pool_give(pg);
     }
     h->nspare = 0;
+    h->idle = 0;
     for (uint32_t n = 0; n < PA_NDIRECT; n++) h->direct[n] = &page_empty;
     pthread_mutex_unlock(&pa_abandoned_lock);
     pa_pool_tick();

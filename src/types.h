@@ -135,6 +135,7 @@ typedef struct pa_heap {
     struct pa_heap *next_heap;   /* registry of all heaps, live or free */
     uint8_t live;                /* owned by a running thread */
     uint8_t nspare;              /* pages on spare */
+    uint64_t idle;               /* classes whose current page went empty (a hint: checked on use) */
     uint32_t spare;              /* empty pages kept back from the pool (list head) */
     pa_heap_stats stats;
 #if PA_STATS
