@@ -57,6 +57,7 @@ bool pa_init_slow(void) {
         atomic_store_explicit(&pa_init_state, 1, memory_order_relaxed);
         pa_options_read();
         init_classes(pa_opt.align);
+        pa_sys_prime(); /* see passthrough.c: glibc's allocator must not start in a worker thread */
         bool ok = pthread_key_create(&pa_thread_key, pa_heap_thread_exit) == 0 && pa_arena_init();
         if (ok) pthread_atfork(fork_prepare, fork_release, fork_release);
         s = ok ? 2 : 3;

@@ -186,6 +186,7 @@ void *pa_sys_valloc(size_t n);
 void *pa_sys_pvalloc(size_t n);
 size_t pa_sys_usable_size(void *p);
 int pa_sys_trim(size_t pad);        /* the system allocator's malloc_trim */
+void pa_sys_prime(void);            /* start glibc's allocator in this thread (init.c) */
 
 /* ---- init.c: lazy, re-entrant start-up; fork ---- */
 extern _Atomic int pa_init_state; /* 0 not yet, 1 running, 2 ready, 3 failed */

@@ -52,6 +52,15 @@ size_t pa_sys_usable_size(void *p) {
     return f(p);
 }
 
+/* glibc initialises its allocator (ptmalloc_init) in whichever thread first calls it, without a
+ * lock, and gives that thread main_arena, whose count of attached threads starts at 1 for the main
+ * thread. Under pyalloc the main thread may never call it: then the first passthrough calls come
+ * from worker threads, two of them can both take main_arena without counting it, and the second to
+ * exit aborts in __malloc_arena_thread_freeres ("a->attached_threads > 0"; seen in 1 of 20 runs of
+ * bench/threads 4). Start glibc's allocator from our own start-up instead, in the thread that
+ * loads us. */
+void pa_sys_prime(void) { __libc_free(__libc_malloc(1)); }
+
 /* glibc's own malloc_trim, for the passthrough's memory (our override hides it by name). */
 typedef int (*trim_fn)(size_t);
 int pa_sys_trim(size_t pad) {
@@ -69,6 +78,7 @@ int pa_sys_trim(size_t pad) {
 #define SYS_PVALLOC pvalloc
 size_t pa_sys_usable_size(void *p) { return malloc_usable_size(p); }
 int pa_sys_trim(size_t pad) { return malloc_trim(pad); }
+void pa_sys_prime(void) {}
 #endif
 
 /* Every request that reaches the system allocator is counted (calls and bytes asked for). */
