@@ -327,6 +327,7 @@ void pa_free_local_slow(pa_heap *h, pa_page *pg) {
     if (pg->used == 0) {
         if (h->avail[pg->cls] != pa_page_link(pg)) heap_release(h, pg);
         else h->idle |= (uint64_t)1 << pg->cls;
+        pa_pool_tick(); /* a page emptied: pool pages that waited out the delay can go now */
     }
 }
 
