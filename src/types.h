@@ -136,6 +136,8 @@ typedef struct pa_heap {
     uint8_t live;                /* owned by a running thread */
     uint8_t nspare;              /* pages on spare */
     uint64_t idle;               /* classes whose current page went empty (a hint: checked on use) */
+    uint32_t epoch;              /* new pages this heap has started */
+    uint32_t idle_since[PA_NCLASS]; /* epoch at which the class's current page went empty */
     uint32_t spare;              /* empty pages kept back from the pool (list head) */
     pa_heap_stats stats;
 #if PA_STATS
