@@ -49,8 +49,9 @@ static inline bool pow2(size_t a) { return a && !(a & (a - 1)); }
  * 16-aligned block in either mode, since pages are page-aligned), from glibc otherwise. */
 static void *alloc_aligned(size_t a, size_t n) {
     if (a <= 16 && n <= PA_SMALL) {
+        if (n == 0) n = 1;                      /* a unique block, still aligned as asked */
         if (a > 8) n = (n + 15) & ~(size_t)15;
-        return pa_fast_malloc_small(n ? n : 1);
+        return pa_fast_malloc_small(n);
     }
     if (a <= 16) return pa_sys_malloc(n); /* glibc is 16-aligned */
     return pa_sys_memalign(a, n);

@@ -404,13 +404,17 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
     pg->free = b;
     pg->used--;
     pa_heap *me = pa_tls_heap;
-    if (pg->used == 0 || me->live) {
+    /* Adopt only into a heap that allocates this class: an owner collects its pages' remote frees
+     * when it allocates, so a thread that only frees (a main thread reaping its workers) would hold
+     * the page for ever while other threads' frees piled up on it (RSS 5 -> 128 MiB in 50 rounds). */
+    bool adopt = me->live && me->avail[pg->cls] != 0;
+    if (pg->used == 0 || adopt) {
         list_unlink(&abandoned[pg->cls], pg);
         atomic_fetch_sub_explicit(&abandoned_n[pg->cls], 1, memory_order_relaxed);
     }
     if (pg->used == 0) {
         pa_pool_give(pg);
-    } else if (me->live) {
+    } else if (adopt) {
         /* Adopt it: this thread is freeing what a dead one allocated (a server's request objects,
          * larson), and the next frees into the page should be local ones, not a trip through this
          * lock. Its free blocks serve this thread's mallocs of the class. */

@@ -336,7 +336,7 @@ static void test_realloc_same_class_in_place(void **state)
 
 /* --- aligned allocation --------------------------------------------------------------------- */
 
-static const size_t aligned_sizes[] = {1, 8, 16, 24, 100, 512, 513, 4096, 10000};
+static const size_t aligned_sizes[] = {0, 1, 8, 16, 24, 100, 512, 513, 4096, 10000};
 #define N_ALIGNED_SIZES (sizeof aligned_sizes / sizeof aligned_sizes[0])
 
 static void check_aligned_block(void *p, size_t align, size_t size, const char *fn)
