@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Build pyalloc (Release in build/release, Debug in build/debug) and run its CTest suite in each.
+# Then (not with --quick) the sanitizer builds (build/tsan, build/ubsan) and the fuzz target (build/fuzz).
 # Usage: bash scripts/test.sh [--quick]
 #   --quick   Release build only, for iteration
-# Environment: PYALLOC_TEST_TIMEOUT (seconds per test, default 300), PYALLOC_JOBS (build jobs, default nproc).
+# Environment: PYALLOC_TEST_TIMEOUT (seconds per test, default 300), PYALLOC_JOBS (build jobs, default nproc),
+#   PYALLOC_FUZZ_SECONDS (fuzzing time per alignment mode, default 30).
 # Runs from anywhere; needs no stdin. As root it installs missing Debian packages; otherwise it lists them.
 set -euo pipefail
 
 # Debian packages the build and the tests need. Append here (one list, space separated).
 PYALLOC_APT_PACKAGES="build-essential cmake pkg-config libcmocka-dev python3 sqlite3 git gzip tar coreutils mawk diffutils clang valgrind gnuplot-nox groff-base man-db"
+# the preload matrix (tests/preload) and the fuzz target (libFuzzer is not among clang's dependencies)
+PYALLOC_APT_PACKAGES+=" perl lua5.4 redis-server redis-tools libpython3.11-testsuite libclang-rt-14-dev"
 
-usage() { sed -n '3,7s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '3,9s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 quick=0
 for arg in "$@"; do
@@ -90,7 +94,37 @@ run_config() {
 
 run_config Release build/release
 if [[ $quick -eq 0 ]]; then
+  # Debug runs everything but the preload matrix (Release runs it; CI time is bounded)
+  ctest_args_release=("${ctest_args[@]}")
+  ctest_args+=(-LE preload)
   run_config Debug build/debug
+  ctest_args=("${ctest_args_release[@]}")
+fi
+
+# ---- (c2) sanitizers: pyalloc_core and the api/stress/unit tests through pa_*, the sanitizer's own
+# malloc in place; TSan reports make a test exit 66, UBSan aborts (-fno-sanitize-recover) -------------
+run_sanitizer() {
+  local san=$1 dir=$2
+  run_step "$san configure" cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DPYALLOC_SANITIZE="$san" \
+    -DPYALLOC_BUILD_BENCH=OFF || return 0
+  run_step "$san build" cmake --build "$dir" -j "$jobs" || return 0
+  run_step "$san test" ctest_in "$dir" "${ctest_args[@]}" || return 0
+}
+
+# ---- (c3) fuzz: libFuzzer target tests/fuzz/fuzz_ops (clang, ASan+UBSan), PYALLOC_FUZZ_SECONDS per
+# alignment mode (default 30) from the committed seed corpus; scripts/fuzz.sh runs it longer ----------
+run_fuzz() {
+  local dir=build/fuzz
+  run_step "fuzz configure" env CC=clang cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DPYALLOC_FUZZ=ON -DPYALLOC_BUILD_BENCH=OFF -DPYALLOC_FUZZ_SECONDS="${PYALLOC_FUZZ_SECONDS:-30}" || return 0
+  run_step "fuzz build" cmake --build "$dir" -j "$jobs" --target fuzz_ops || return 0
+  run_step "fuzz run" ctest_in "$dir" "${ctest_args[@]}" -L fuzz || return 0
+}
+
+if [[ $quick -eq 0 ]]; then
+  run_sanitizer thread build/tsan
+  run_sanitizer undefined build/ubsan
+  run_fuzz
 fi
 
 # ---- (d) summary -----------------------------------------------------------------------------------

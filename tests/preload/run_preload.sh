@@ -6,11 +6,18 @@
 # of the preloaded run must show the program (and libc) binding malloc and free to libpyalloc, and a
 # probe program that knows nothing of pyalloc must see pyalloc's size classes.
 #
+# Long-running programs (redis-server, CPython's regression tests) are also checked from outside:
+# pool_rss.py reads /proc/PID/smaps and must find pyalloc's pool resident in the process.
+#
 # usage: run_preload.sh CASE LIB PROBE WORKDIR SRCDIR [EXE]
-#   CASE    probe | python | sort | sqlite3 | gzip | git | stress_handoff | stress_fork
+#   CASE    probe | python | sort | sqlite3 | gzip | git | gcc | perl | lua | redis | cpython_tests |
+#           stress_handoff | stress_fork
 #   LIB     libpyalloc.so (absolute path)     PROBE  the pa_probe program (not linked to pyalloc)
-#   WORKDIR scratch directory                 SRCDIR tests/preload (workload.py, workload.sql)
+#   WORKDIR scratch directory                 SRCDIR tests/preload (workload.*, helper scripts)
 #   EXE     for stress_*: the stress program built without pyalloc
+# Environment for cpython_tests: PYALLOC_CPYTHON_TESTS (the tests to run; default: the CI subset),
+# PYALLOC_CPYTHON_JOBS (-j, default 2), PYALLOC_CPYTHON_ARGS (more regrtest options),
+# PYALLOC_CPYTHON_ALIGN (8: the pyalloc run in classic mode).
 set -u
 
 [ $# -ge 5 ] || { echo "usage: $0 CASE LIB PROBE WORKDIR SRCDIR [EXE]" >&2; exit 2; }
@@ -208,9 +215,29 @@ git)
             git add -A && GIT_AUTHOR_DATE="2024-01-0${c}T00:00:00Z" GIT_COMMITTER_DATE="2024-01-0${c}T00:00:00Z" \
                 git commit -q -m "commit $c" || return 1
         done
-        git log --stat --format='%H %s' &&
+        # many small commits on top: an edit, a new file, a rename, a deletion, a branch merged back
+        for c in $(seq 1 60); do
+            f=$((c % 20 + 1))
+            gen_lines 20 $((c + 1000)) >>"file$f.txt"
+            [ $((c % 4)) -eq 0 ] && gen_lines 50 "$c" >"new$c.txt"
+            [ $((c % 8)) -eq 5 ] && { git mv "new$((c - 1)).txt" "moved$c.txt" || return 1; }
+            [ $((c % 8)) -eq 1 ] && [ "$c" -gt 1 ] && { git rm -q "new$((c - 1)).txt" || return 1; }
+            when=$(printf '2024-02-01T%02d:%02d:00Z' $((1 + c / 60)) $((c % 60)))
+            git add -A && GIT_AUTHOR_DATE=$when GIT_COMMITTER_DATE=$when git commit -q -m "small $c" ||
+                return 1
+            if [ "$c" -eq 30 ]; then
+                git checkout -q -b side HEAD~10 && gen_lines 100 30 >side.txt && git add side.txt &&
+                    GIT_AUTHOR_DATE="2024-02-02T00:00:00Z" GIT_COMMITTER_DATE="2024-02-02T00:00:00Z" \
+                        git commit -q -m side && git checkout -q main &&
+                    GIT_AUTHOR_DATE="2024-02-02T00:00:01Z" GIT_COMMITTER_DATE="2024-02-02T00:00:01Z" \
+                        git merge -q --no-edit side || return 1
+            fi
+        done
+        git rev-list --count HEAD &&
+            git log --stat --format='%H %s' &&
             git diff --stat HEAD~3 HEAD &&
             git gc -q &&
+            git repack -a -d -f -q --depth=50 --window=50 &&
             git fsck --full --no-progress 2>&1 &&
             git rev-list --objects --all | sort &&
             git count-objects -v | grep -E '^(count|in-pack|packs)' &&
@@ -224,6 +251,247 @@ git)
     prove_bindings git
     compare git
     wc -l <"$DIR/git.pyalloc"
+    ;;
+
+gcc)
+    need gcc gcc
+    # the driver and every program it runs (cc1, as, collect2, ld) run under the preload
+    cp "$SRC/workload.c" "$DIR/workload.c" || fail "cannot copy workload.c"
+    # plus a larger generated unit: 400 functions with switches and loops, compiled at -O2 to assembly
+    awk 'BEGIN {
+        print "#include <stdint.h>"
+        for (i = 0; i < 400; i++) {
+            printf "uint64_t f%d(uint64_t x, int k) {\n  uint64_t a[16];\n", i
+            printf "  for (int j = 0; j < 16; j++) a[j] = x * %d + j * (k ^ %d);\n", i * 2 + 1, i
+            printf "  switch (k & 7) {\n"
+            for (c = 0; c < 8; c++) printf "  case %d: x ^= a[%d] >> %d; break;\n", c, (c * 3 + i) % 16, (c + i) % 60 + 1
+            printf "  }\n  for (int j = 0; j < 16; j++) x += a[j] * a[15 - j];\n"
+            if (i > 0) printf "  return k > 0 ? f%d(x, k - 1) : x;\n}\n", i - 1
+            else print "  return x;\n}"
+        }
+    }' >"$DIR/big.c" || fail "cannot generate big.c"
+    # build NAME ENV...: object, program, assembly of big.c and diagnostics, in $DIR/*.NAME*
+    build() {
+        name=$1
+        shift
+        (cd "$DIR" && "$@" gcc -O2 -Wall -Wextra -c workload.c -o "w.$name.o" 2>"diag.$name" &&
+            "$@" gcc -O2 "w.$name.o" -o "w.$name" &&
+            "$@" gcc -O2 -S big.c -o "big.$name.s" 2>>"diag.$name")
+    }
+    build glibc env || fail "gcc failed on glibc"
+    build pyalloc env LD_PRELOAD="$LIB" LD_DEBUG=bindings LD_DEBUG_OUTPUT="$DIR/ld" ||
+        fail "gcc failed under pyalloc (see $DIR/diag.pyalloc)"
+    prove_bindings cc1
+    for f in w.o big.s; do
+        cp "$DIR/${f%.*}.glibc.${f#*.}" "$DIR/$f.glibc" && cp "$DIR/${f%.*}.pyalloc.${f#*.}" "$DIR/$f.pyalloc"
+        compare "$f"
+    done
+    compare diag
+    "$DIR/w.glibc" >"$DIR/run.glibc" || fail "the program gcc built on glibc failed"
+    "$DIR/w.pyalloc" >"$DIR/run.pyalloc" || fail "the program gcc built under pyalloc failed"
+    compare run
+    LD_PRELOAD=$LIB "$DIR/w.pyalloc" >"$DIR/run2.pyalloc" || fail "the program failed under pyalloc"
+    cp "$DIR/run.glibc" "$DIR/run2.glibc" && compare run2
+    echo "gcc: identical object ($(wc -c <"$DIR/w.o.pyalloc") bytes) and assembly ($(wc -l <"$DIR/big.s.pyalloc") lines)"
+    ;;
+
+perl)
+    need perl perl
+    # fixed hash seed: perl's hash order is random per process otherwise (the script never prints an
+    # unsorted hash, this only makes the two runs' allocation patterns alike)
+    export PERL_HASH_SEED=0 PERL_PERTURB_KEYS=0
+    perl "$SRC/workload.pl" >"$DIR/pl.glibc" || fail "perl failed on glibc"
+    pre perl "$SRC/workload.pl" >"$DIR/pl.pyalloc" || fail "perl failed under pyalloc"
+    prove_bindings perl
+    compare pl
+    PYALLOC_ALIGN=8 LD_PRELOAD=$LIB perl "$SRC/workload.pl" >"$DIR/pl8.pyalloc" ||
+        fail "perl failed under pyalloc with PYALLOC_ALIGN=8"
+    cp "$DIR/pl.glibc" "$DIR/pl8.glibc" && compare pl8
+    wc -l <"$DIR/pl.pyalloc"
+    ;;
+
+lua)
+    LUA=
+    for l in lua5.4 lua5.3 lua; do
+        command -v "$l" >/dev/null 2>&1 && LUA=$l && break
+    done
+    [ -n "$LUA" ] || fail "no lua interpreter: install it with 'apt-get install lua5.4'"
+    "$LUA" "$SRC/workload.lua" >"$DIR/lua.glibc" || fail "$LUA failed on glibc"
+    pre "$LUA" "$SRC/workload.lua" >"$DIR/lua.pyalloc" || fail "$LUA failed under pyalloc"
+    prove_bindings "$(echo "$LUA" | sed 's/\./\\./g')"
+    compare lua
+    PYALLOC_ALIGN=8 LD_PRELOAD=$LIB "$LUA" "$SRC/workload.lua" >"$DIR/lua8.pyalloc" ||
+        fail "$LUA failed under pyalloc with PYALLOC_ALIGN=8"
+    cp "$DIR/lua.glibc" "$DIR/lua8.glibc" && compare lua8
+    echo "$LUA: $(wc -l <"$DIR/lua.pyalloc") lines"
+    ;;
+
+redis)
+    need redis-server redis-server
+    need redis-cli redis-tools
+    need redis-benchmark redis-tools
+    need python3 python3
+    need timeout coreutils
+    SERVER_PID=
+    stop_server() {
+        [ -n "$SERVER_PID" ] || return 0
+        kill "$SERVER_PID" 2>/dev/null
+        wait "$SERVER_PID" 2>/dev/null
+        SERVER_PID=
+    }
+    trap stop_server EXIT
+    # redis_run NAME PRELOAD(0|1): a server on a free port of 127.0.0.1, a deterministic session whose
+    # output goes to $DIR/redis.NAME, a bounded benchmark, the server shut down
+    redis_run() {
+        name=$1 preload=$2
+        mkdir -p "$DIR/$name"
+        port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])') ||
+            fail "no free port"
+        if [ "$preload" = 1 ]; then
+            set -- env LD_PRELOAD="$LIB" LD_DEBUG=bindings LD_DEBUG_OUTPUT="$DIR/ld"
+        else
+            set -- env
+        fi
+        # timeout: the server can never outlive the test, even if this script is killed
+        "$@" timeout -k 5 300 redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes \
+            --save '' --appendonly no --daemonize no --dir "$DIR/$name" --logfile "$DIR/$name/server.log" \
+            --enable-debug-command yes --io-threads 2 --lazyfree-lazy-user-del yes --databases 4 &
+        SERVER_PID=$!
+        i=0
+        until redis-cli -p "$port" PING 2>/dev/null | grep -q PONG; do
+            i=$((i + 1))
+            [ $i -lt 100 ] || { tail -20 "$DIR/$name/server.log" >&2; fail "redis-server ($name) did not start"; }
+            sleep 0.1
+        done
+        {
+            # bulk load through the protocol pipe, then queries whose replies do not depend on hash order
+            awk -v n=20000 'BEGIN {
+                for (i = 0; i < n; i++) {
+                    printf "SET key:%d %s\n", i, substr("abcdefghijklmnopqrstuvwxyz0123456789", 1, 1 + i % 36) i
+                    printf "RPUSH list:%d item-%d\n", i % 50, i
+                    printf "SADD set:%d member-%d\n", i % 30, (i * 7) % 1000
+                    printf "ZADD zset:%d %d m-%d\n", i % 20, (i * 13) % 997, i
+                    printf "HSET hash:%d f-%d v-%d\n", i % 40, i % 300, i
+                    printf "INCRBY counter:%d %d\n", i % 10, i
+                    printf "APPEND str:%d x%d,\n", i % 25, i
+                    printf "XADD stream:%d %d-1 field %d\n", i % 5, i + 1, i
+                    printf "PFADD hll:%d e-%d\n", i % 3, i
+                    if (i % 7 == 0 && i >= 100) printf "DEL key:%d\n", i - 100
+                    if (i % 11 == 0) printf "LPOP list:%d\n", i % 50
+                    if (i % 13 == 0) printf "HDEL hash:%d f-%d\n", i % 40, (i * 3) % 300
+                    if (i % 17 == 0) printf "ZREM zset:%d m-%d\n", i % 20, i - 17
+                }
+            }' | "$@" redis-cli -p "$port" --pipe
+            awk -v q="'" 'BEGIN {
+                print "DBSIZE"; print "DEBUG DIGEST"
+                for (k = 0; k < 50; k += 7) { print "LRANGE list:" k " 0 20"; print "LLEN list:" k }
+                for (k = 0; k < 20; k += 3) { print "ZRANGE zset:" k " 0 30 WITHSCORES"; print "ZCARD zset:" k }
+                for (k = 0; k < 30; k += 4) { print "SORT set:" k " ALPHA LIMIT 0 25"; print "SCARD set:" k }
+                for (k = 0; k < 40; k += 5) { print "HLEN hash:" k; print "HGET hash:" k " f-" k * 7 }
+                for (k = 0; k < 10; k++) print "GET counter:" k
+                for (k = 0; k < 25; k += 6) print "STRLEN str:" k
+                print "GETRANGE str:3 0 60"
+                for (k = 0; k < 5; k++) { print "XLEN stream:" k; print "XRANGE stream:" k " - + COUNT 3" }
+                for (k = 0; k < 3; k++) print "PFCOUNT hll:" k
+                print "SINTERSTORE inter set:1 set:2 set:3"; print "SORT inter ALPHA"
+                print "ZUNIONSTORE zu 3 zset:1 zset:2 zset:3 WEIGHTS 1 2 3"; print "ZRANGE zu 0 20 WITHSCORES"
+                print "EVAL \"local t = {} for i = 1, 5000 do t[i] = tostring((i * 7919) % 10007) end table.sort(t) local s = 0 for _, v in ipairs(redis.call(" q "ZRANGE" q ", " q "zset:4" q ", 0, -1)) do s = s + #v end return {#t, t[1], t[5000], s, cjson.encode({a = 1})}\" 0"
+                print "OBJECT ENCODING list:1"; print "OBJECT ENCODING set:1"; print "OBJECT ENCODING hash:1"
+                print "DEBUG DIGEST"; print "DEBUG RELOAD"; print "DEBUG DIGEST"; print "DBSIZE"
+            }' | "$@" redis-cli -p "$port"
+            # a bounded benchmark in its own database, 16 clients, pipelined: throughput is not compared
+            "$@" redis-benchmark -p "$port" --dbnum 1 -n 10000 -r 20000 -c 16 -P 8 -q \
+                -t set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,mset \
+                >"$DIR/$name/bench" 2>&1 || echo "benchmark failed"
+            echo "benchmark: $(tr '\r' '\n' <"$DIR/$name/bench" | grep -c 'requests per second') tests"
+            "$@" redis-cli -p "$port" -n 1 FLUSHDB
+            "$@" redis-cli -p "$port" DEBUG DIGEST # the session's data, untouched by the benchmark
+            "$@" redis-cli -p "$port" INFO | grep -E '^(redis_version|mem_allocator):' | tr -d '\r'
+        } >"$DIR/redis.$name" 2>&1
+        if [ "$preload" = 1 ]; then
+            pid=$(redis-cli -p "$port" INFO server | sed -n 's/^process_id:\([0-9]*\).*/\1/p')
+            python3 "$SRC/pool_rss.py" "$LIB" "$pid" >"$DIR/pool" || fail "cannot read redis-server's maps"
+        fi
+        redis-cli -p "$port" SHUTDOWN NOSAVE >/dev/null 2>&1
+        wait "$SERVER_PID"
+        rc=$?
+        SERVER_PID=
+        [ $rc -eq 0 ] || { tail -20 "$DIR/$name/server.log" >&2; fail "redis-server ($name) exited with $rc"; }
+    }
+    redis_run glibc 0
+    redis_run pyalloc 1
+    # 14 tests, and the LPUSH that fills the list for LRANGE_100
+    grep -q 'benchmark: 15 tests' "$DIR/redis.pyalloc" || { cat "$DIR/pyalloc/bench" >&2; fail "redis-benchmark under pyalloc did not complete"; }
+    prove_bindings redis-server
+    compare redis
+    read -r _pid mapped pool_kb _cmd <"$DIR/pool"
+    [ "$mapped" = 1 ] || fail "libpyalloc is not mapped in redis-server"
+    [ "$pool_kb" -ge 1024 ] || fail "only ${pool_kb} kB of pyalloc's pool resident in redis-server"
+    # Debian's redis-server is linked with jemalloc: under the preload its malloc, calloc, realloc, free and
+    # malloc_usable_size bind to pyalloc (the check above); jemalloc's own mallctl and nallocx stay its own
+    echo "redis-server (INFO says $(grep mem_allocator "$DIR/redis.pyalloc")): pyalloc's pool ${pool_kb} kB resident at the end"
+    tr '\r' '\n' <"$DIR/pyalloc/bench" | grep 'requests per second' | sed 's/^ *//' | head -3
+    ;;
+
+cpython_tests)
+    PY=/usr/bin/python3
+    [ -x "$PY" ] || fail "$PY not found: install it with 'apt-get install python3'"
+    "$PY" -c 'import test.libregrtest' 2>/dev/null ||
+        fail "CPython's test suite is missing: install it with 'apt-get install libpython3.11-testsuite'"
+    need python3 python3
+    TESTS=${PYALLOC_CPYTHON_TESTS:-"test_dict test_list test_set test_unicode test_json test_pickle test_re test_gc
+        test_weakref test_threading test_thread test_queue test_fork1 test_subprocess test_mmap test_ctypes test_zlib"}
+    JOBS=${PYALLOC_CPYTHON_JOBS:-2}
+    export PYTHONMALLOC=malloc # every object through malloc, not pymalloc's arenas
+    unset PYTHONUNBUFFERED PYTHONPATH PYTHONHOME PYTHONSTARTUP PYTHONWARNINGS PYTHONDEVMODE
+    # regrtest NAME ENV...: the run, in its own directory and HOME; results in $DIR/results.NAME.
+    # SIGINT must not be ignored (as it is in a background job of sh, and so in whatever that job
+    # starts): the tests of signals and _thread.interrupt_main need it. So the run is in the foreground
+    # and python3 restores SIGINT's default before it execs the regrtest itself. The pyalloc run is
+    # sampled from outside by pool_rss.py meanwhile.
+    regrtest() {
+        name=$1
+        shift
+        mkdir -p "$DIR/$name/home"
+        if [ "$name" = pyalloc ]; then
+            rm -f "$DIR/pool" "$DIR/pool.stop"
+            python3 "$SRC/pool_rss.py" "$LIB" --watch $$ "$DIR/pool" &
+            watcher=$!
+        fi
+        # shellcheck disable=SC2086
+        (cd "$DIR/$name" && exec env HOME="$DIR/$name/home" "$@" \
+            "$PY" -c "$DEFAULT_SIGINT" -m test -j"$JOBS" --timeout 1200 --junit-xml "$DIR/$name.xml" \
+            ${PYALLOC_CPYTHON_ARGS:-} $TESTS) \
+            >"$DIR/$name.log" 2>&1
+        rc=$?
+        if [ "$name" = pyalloc ]; then
+            touch "$DIR/pool.stop"
+            wait "$watcher"
+        fi
+        grep -q '^Tests result:\|^== Tests result:' "$DIR/$name.log" ||
+            { tail -30 "$DIR/$name.log" >&2; fail "regrtest did not finish on $name (exit $rc)"; }
+        { echo "exit $rc"; python3 "$SRC/regrtest_results.py" "$DIR/$name.log" "$DIR/$name.xml"; } >"$DIR/results.$name" ||
+            fail "cannot read the results of the $name run"
+        echo "$name: exit $rc, $(grep -c '^file ' "$DIR/results.$name") test files, $(grep -c '^case .* ok$' "$DIR/results.$name") cases ok, $(grep -c '^case .* skipped$' "$DIR/results.$name") skipped, $(grep -cE '^case .* (failure|error)$' "$DIR/results.$name") failed; $(grep -E '^Total duration' "$DIR/$name.log")"
+    }
+    DEFAULT_SIGINT='import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, [sys.executable] + sys.argv[1:])'
+    regrtest glibc
+    regrtest pyalloc LD_PRELOAD="$LIB" ${PYALLOC_CPYTHON_ALIGN:+PYALLOC_ALIGN=$PYALLOC_CPYTHON_ALIGN}
+    compare results
+    # proof, in the run itself: every regrtest worker seen had libpyalloc mapped, and pyalloc's pool
+    # resident unless it was seen only once (maybe right after its exec); and ld.so binds python3's
+    # malloc/free to libpyalloc in this environment
+    grep -e '--worker-args' "$DIR/pool" >"$DIR/pool.workers"
+    workers=$(wc -l <"$DIR/pool.workers")
+    [ "$workers" -ge 1 ] || fail "no regrtest worker process was seen (see $DIR/pool)"
+    awk '$2 != 1' "$DIR/pool.workers" | grep -q . && fail "regrtest workers without libpyalloc mapped (see $DIR/pool)"
+    awk '$4 >= 2 && $3 == 0' "$DIR/pool.workers" | grep -q . &&
+        fail "regrtest workers without pyalloc's pool resident (see $DIR/pool)"
+    served=$(awk '$3 > 0' "$DIR/pool.workers" | wc -l)
+    [ "$served" -ge 1 ] || fail "no regrtest worker had pyalloc's pool resident (see $DIR/pool)"
+    pre "$PY" -c 'import json, re; json.dumps([re.escape(str(i)) for i in range(1000)])' || fail "python3 failed under pyalloc"
+    prove_bindings 'python3(\.11)?'
+    echo "$workers regrtest workers sampled, all with libpyalloc mapped, $served with pyalloc's pool resident (largest $(awk '{ if ($3 + 0 > m) m = $3 + 0 } END { print m }' "$DIR/pool.workers") kB)"
     ;;
 
 stress_handoff | stress_fork)

@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: MIT
+ * libFuzzer target: the input is a program of allocator operations on a table of live blocks, run
+ * through the pa_* API (pyalloc_core; the sanitizer's own malloc stays in place and serves what
+ * pyalloc passes through).
+ *
+ * Input: a sequence of 4-byte instructions [op] [slot] [size-lo] [size-hi] (a short tail is ignored).
+ *   op % 10:  0 malloc   1 calloc   2 realloc   3 free   4 posix_memalign   5 aligned_alloc/memalign
+ *             6 malloc_usable_size check   7 free on the helper thread   8 malloc on the helper thread
+ *             9 free every live block
+ *   slot % SLOTS picks the table entry. An allocation into an occupied slot frees the old block first
+ *   (after verifying it); free/realloc of an empty slot is free(NULL)/realloc(NULL, n).
+ *   size: hi < 0xF8 -> (hi << 8 | lo) % 1025 (0..1024: every class, the 512/513 boundary and the
+ *   passthrough); 0xF8..0xFF -> ((hi & 7) << 8 | lo) * 16 (up to 32 KiB: pyalloc treats every size
+ *   over 512 alike, and blocks the sanitizer's malloc must mmap would only slow the fuzzer down).
+ *   For the aligned ops, the alignment is 1 << (op / 10 % 13) (1..4096; posix_memalign raises it to
+ *   sizeof(void *)).
+ *
+ * Every block is filled with a pattern derived from (slot, generation, size) right after it is
+ * allocated and verified in full before free and realloc; after realloc the common prefix must have
+ * survived, then the block is refilled. Each allocation is checked for: non-NULL, the alignment the
+ * mode promises (t_required_align: 16 for >= 16-byte requests by default, 8 with PYALLOC_ALIGN=8) and
+ * the requested alignment, usable size >= request, exactly the class size for a pool block, and
+ * pa_is_small() true for 1..512-byte blocks with alignment <= 16 and false above 512. calloc blocks
+ * must read as zero. A failed check aborts (libFuzzer records the input as a crash).
+ * The mode comes from PYALLOC_ALIGN in the environment, read by pyalloc at its start-up: run the
+ * target once without it and once with PYALLOC_ALIGN=8. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pa_test.h"
+#include "pyalloc.h"
+
+enum { SLOTS = 64 };
+
+/* Found by this target and fixed in src/alloc.c: an aligned request of 0 bytes with an alignment of
+ * 16 (posix_memalign(&p, 16, 0), aligned_alloc(16, 0), memalign(16, 0)) got a block of the 8-byte
+ * class, only 8-aligned. Checked like every other request now; the api test has it too. */
+
+/* Checks a fresh block of n bytes asked with alignment align (0: plain malloc). */
+static void check_block(const unsigned char *p, size_t n, size_t align, const char *fn)
+{
+    CHECK(p != NULL, "%s(%zu) returned NULL", fn, n);
+    size_t need = t_required_align(n, mode);
+    CHECK((uintptr_t)p % need == 0, "%s(%zu) = %p not %zu-aligned (mode %d)", fn, n, (void *)p, need, mode);
+    if (align)
+        CHECK((uintptr_t)p % align == 0, "%s(%zu, align %zu) = %p misaligned", fn, n, align, (void *)p);
+    size_t usable = pa_malloc_usable_size((void *)p);
+    CHECK(usable >= n, "%s(%zu): usable size %zu", fn, n, usable);
+    int small = pa_is_small(p);
+    if (n > PA_SMALL_MAX)
+        CHECK(!small, "%s(%zu): a block over %d bytes in the pools", fn, n, PA_SMALL_MAX);
+    else if (align <= 16)
+        CHECK(small, "%s(%zu, align %zu): not served from the pools", fn, n, align);
+    if (small)
+        CHECK(usable == t_class_size(align > 8 ? t_round_up(n, 16) : n, mode),
+              "%s(%zu, align %zu): usable size %zu is not the class size", fn, n, align, usable);
+}
+
+static void release(size_t s)
+{
+    struct slot *b = &table[s];
+    if (!b->p)
+        return;
+    verify(s, b->p, b->size, "before free");
+    pa_free(b->p);
+    b->p = NULL;
+}
+
+static void adopt(size_t s, unsigned char *p, size_t n, size_t align, int zero)
+{
+    struct slot *b = &table[s];
+    b->p = p;
+    b->size = n;
+    b->gen = ++generation;
+    b->align = align;
+    b->zero = zero;
+    if (zero) {
+        uint64_t any = 0;
+        size_t i = 0;
+        for (; i + 8 <= n; i += 8) {
+            uint64_t v;
+            memcpy(&v, p + i, 8);
+            any |= v;
+        }
+        for (; i < n; i++)
+            any |= p[i];
+        if (any != 0)
+            for (i = 0; i < n; i++)
+                CHECK(p[i] == 0, "calloc'ed block of %zu bytes has byte %zu = %#x", n, i, p[i]);
+    }
+    fill(s);
+}
+
+static size_t decode_size(uint8_t lo, uint8_t hi)
+{
+    if (hi >= 0xF8)
+        return ((size_t)(hi & 0x07) << 8 | lo) * 16; /* up to 32 KiB */
+    return ((size_t)hi << 8 | lo) % 1025;
+}
+
+static void do_realloc(size_t s, size_t n)
+{
+    struct slot *b = &table[s];
+    if (!b->p) {
+        unsigned char *q = pa_realloc(NULL, n);
+        check_block(q, n, 0, "realloc(NULL)");
+        adopt(s, q, n, 0, 0);
+        return;
+    }
+    verify(s, b->p, b->size, "before realloc");
+    size_t old = b->size;
+    unsigned char *q = pa_realloc(b->p, n);
+    if (n == 0) { /* glibc's semantics, which pyalloc keeps: free, return NULL */
+        CHECK(q == NULL, "realloc(p, 0) returned %p", (void *)q);
+        b->p = NULL;
+        return;
+    }
+    CHECK(q != NULL, "realloc(%zu -> %zu) returned NULL", old, n);
+    verify(s, q, old < n ? old : n, "after realloc");
+    size_t need = t_required_align(n, mode);
+    CHECK((uintptr_t)q % need == 0, "realloc(%zu -> %zu) = %p not %zu-aligned", old, n, (void *)q, need);
+    CHECK(pa_malloc_usable_size(q) >= n, "realloc(%zu -> %zu): usable size %zu", old, n,
+          pa_malloc_usable_size(q));
+    if (n > PA_SMALL_MAX)
+        CHECK(!pa_is_small(q), "realloc(%zu -> %zu) left the block in the pools", old, n);
+    b->p = NULL;
+    adopt(s, q, n, 0, 0);
+}
+
+static void do_aligned(size_t s, size_t n, size_t align, int posix, int variant)
+{
+    void *q = NULL;
+    release(s);
+    if (posix) {
+        if (align < sizeof(void *))
+            align = sizeof(void *);
+        int rc = pa_posix_memalign(&q, align, n);
+        CHECK(rc == 0, "posix_memalign(%zu, %zu) = %d", align, n, rc);
+    } else {
+        q = variant ? pa_memalign(align, n) : pa_aligned_alloc(align, n);
+    }
+    check_block(q, n, align, posix ? "posix_memalign" : variant ? "memalign" : "aligned_alloc");
+    adopt(s, q, n, align, 0);
+}
+
+static void release_all(void)
+{
+    for (size_t s = 0; s < SLOTS; s++)
+        release(s);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    mode = pa_alignment_mode();
+    CHECK(mode == t_expected_mode(), "pyalloc runs in mode %d, PYALLOC_ALIGN asks for %d", mode,
+          t_expected_mode());
+    fprintf(stderr, "fuzz_ops: pyalloc alignment mode %d\n", mode);
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t len)
+{
+    for (size_t at = 0; at + 4 <= len; at += 4) {
+        uint8_t op = data[at], lo = data[at + 2], hi = data[at + 3];
+        size_t s = data[at + 1] % SLOTS;
+        size_t n = decode_size(lo, hi);
+        size_t align = (size_t)1 << (op / 10 % 13);
+        unsigned char *q;
+        switch (op % 10) {
+        case 0:
+            release(s);
+            q = pa_malloc(n);
+            check_block(q, n, 0, "malloc");
+            adopt(s, q, n, 0, 0);
+            break;
+        case 1: {
+            size_t count = 1 + lo % 16, each = n / count;
+            release(s);
+            q = pa_calloc(count, each);
+            check_block(q, count * each, 0, "calloc");
+            adopt(s, q, count * each, 0, 1);
+            break;
+        }
+        case 2:
+            do_realloc(s, n);
+            break;
+        case 3:
+            release(s);
+            if (hi & 1)
+                pa_free(NULL);
+            break;
+        case 4:
+            do_aligned(s, n, align, 1, 0);
+            break;
+        case 5:
+            do_aligned(s, n, align, 0, lo & 1);
+            break;
+        case 6:
+            if (table[s].p) {
+                verify(s, table[s].p, table[s].size, "usable-size check");
+                CHECK(pa_malloc_usable_size(table[s].p) >= table[s].size, "usable size shrank");
+            }
+            break;
+        case 7: /* a remote free: the block's owner is this thread (or the helper) */
+            if (table[s].p) {
+                verify(s, table[s].p, table[s].size, "before remote free");
+                helper_run(H_FREE, table[s].p, 0);
+                table[s].p = NULL;
+            }
+            break;
+        case 8: /* a block owned by the helper thread, to be freed or realloc'ed here later */
+            release(s);
+            q = helper_run(H_MALLOC, NULL, n);
+            check_block(q, n, 0, "malloc on the helper thread");
+            adopt(s, q, n, 0, 0);
+            break;
+        case 9:
+            release_all();
+            break;
+        }
+    }
+    release_all();
+    return 0;
+}
