@@ -40,6 +40,95 @@ enum { SLOTS = 64 };
  * 16 (posix_memalign(&p, 16, 0), aligned_alloc(16, 0), memalign(16, 0)) got a block of the 8-byte
  * class, only 8-aligned. Checked like every other request now; the api test has it too. */
 
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "fuzz_ops: check failed: " __VA_ARGS__);                               \
+            fputc('\n', stderr);                                                                   \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static int mode; /* pyalloc's alignment mode: 16 or 8 */
+
+/* A live block: its contents are pattern(slot, gen, i) for i < size. */
+struct slot {
+    unsigned char *p;
+    size_t size, align;
+    uint64_t gen;
+    int zero;
+};
+static struct slot table[SLOTS];
+static uint64_t generation;
+
+static unsigned char pattern(size_t s, uint64_t gen, size_t i)
+{
+    return (unsigned char)(s * 131u + gen * 7u + i * 13u + (i >> 8) * 29u + 1u);
+}
+
+static void fill(size_t s)
+{
+    struct slot *b = &table[s];
+    for (size_t i = 0; i < b->size; i++)
+        b->p[i] = pattern(s, b->gen, i);
+}
+
+/* The first n bytes of p hold slot s's pattern (p may be the block realloc just moved). */
+static void verify(size_t s, const unsigned char *p, size_t n, const char *when)
+{
+    const struct slot *b = &table[s];
+    for (size_t i = 0; i < n; i++)
+        CHECK(p[i] == pattern(s, b->gen, i), "slot %zu (%zu bytes, align %zu) %s: byte %zu is %#x, not %#x",
+              s, b->size, b->align, when, i, p[i], pattern(s, b->gen, i));
+}
+
+/* A second thread that mallocs and frees on request, so blocks cross threads both ways. */
+enum { H_NONE, H_MALLOC, H_FREE };
+static pthread_mutex_t h_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t h_cond = PTHREAD_COND_INITIALIZER;
+static int h_op;
+static void *h_ptr;
+static size_t h_size;
+static int h_started;
+
+static void *helper_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&h_lock);
+    for (;;) {
+        while (h_op == H_NONE)
+            pthread_cond_wait(&h_cond, &h_lock);
+        if (h_op == H_MALLOC)
+            h_ptr = pa_malloc(h_size);
+        else
+            pa_free(h_ptr);
+        h_op = H_NONE;
+        pthread_cond_broadcast(&h_cond);
+    }
+    return NULL;
+}
+
+/* Runs op on the helper thread and waits for it; returns the block for H_MALLOC. */
+static void *helper_run(int op, void *p, size_t n)
+{
+    pthread_mutex_lock(&h_lock);
+    if (!h_started) {
+        pthread_t t;
+        CHECK(pthread_create(&t, NULL, helper_main, NULL) == 0, "cannot start the helper thread");
+        pthread_detach(t);
+        h_started = 1;
+    }
+    h_op = op;
+    h_ptr = p;
+    h_size = n;
+    pthread_cond_broadcast(&h_cond);
+    while (h_op != H_NONE)
+        pthread_cond_wait(&h_cond, &h_lock);
+    void *r = h_ptr;
+    pthread_mutex_unlock(&h_lock);
+    return r;
+}
+
 /* Checks a fresh block of n bytes asked with alignment align (0: plain malloc). */
 static void check_block(const unsigned char *p, size_t n, size_t align, const char *fn)
 {
@@ -56,7 +145,7 @@ static void check_block(const unsigned char *p, size_t n, size_t align, const ch
     else if (align <= 16)
         CHECK(small, "%s(%zu, align %zu): not served from the pools", fn, n, align);
     if (small)
-        CHECK(usable == t_class_size(align > 8 ? t_round_up(n, 16) : n, mode),
+        CHECK(usable == t_class_size(align > 8 ? t_round_up(n ? n : 1, 16) : n, mode),
               "%s(%zu, align %zu): usable size %zu is not the class size", fn, n, align, usable);
 }
 
