@@ -295,7 +295,6 @@ static void heap_release(pa_heap *h, pa_page *pg) {
         pg->where = PA_W_SPARE;
         list_push(&h->spare, pg);
         h->nspare++;
-        pa_pool_tick();
         return;
     }
     h->stats.pages_given++;
