@@ -263,13 +263,19 @@ static pa_page *heap_find_page(pa_heap *h, uint32_t cls) {
     }
 }
 
+pa_heap *pa_heap_attach(void) {
+    pa_heap *h = pa_tls_heap;
+    if (h == &pa_heap_dead) return NULL; /* after this thread's exit hook: nothing would reclaim a heap */
+    if (h != &pa_heap_empty) return h;
+    if (!pa_ready() || !(h = heap_create())) return NULL;
+    pa_tls_heap = h; /* before setspecific, which may itself call malloc */
+    pthread_setspecific(pa_thread_key, h);
+    return h;
+}
+
 void *pa_malloc_slow(pa_heap *h, size_t size) {
-    if (h == &pa_heap_empty) {
-        if (!pa_ready() || !(h = heap_create())) return pa_sys_malloc(size);
-        pa_tls_heap = h; /* before setspecific, which may itself call malloc */
-        pthread_setspecific(pa_thread_key, h);
-    } else if (h == &pa_heap_dead) {
-        return pa_sys_malloc(size); /* after this thread's exit hook: nothing would reclaim a heap */
+    if (h == &pa_heap_empty || h == &pa_heap_dead) {
+        if (!(h = pa_heap_attach())) return pa_sys_malloc(size);
     }
     uint32_t cls = pa_class_of[(size + 7) >> 3];
     pa_page *pg = heap_find_page(h, cls);

@@ -141,6 +141,7 @@ extern pa_heap pa_heap_empty;
 extern pa_heap pa_heap_dead;
 extern pthread_mutex_t pa_heaps_lock, pa_abandoned_lock, pa_notify_lock;
 void *pa_malloc_slow(pa_heap *h, size_t size);
+pa_heap *pa_heap_attach(void); /* this thread's heap, created on first use; NULL if it cannot have one */
 void pa_free_local_slow(pa_heap *h, pa_page *pg);   /* after a local free: page was full or is empty */
 void pa_heap_unfull(pa_heap *h, pa_page *pg);       /* a FULL page of h has a free block again */
 void pa_free_remote(pa_page *pg, pa_block *b);      /* p in pg, which this thread does not own */
@@ -151,14 +152,14 @@ pa_heap *pa_heap_first(void);                       /* registry walk, under pa_h
 /* ---- stats.c: counters kept per thread (in its heap), merged when read ---- */
 #if PA_STATS
 extern _Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes;
+void pa_stat_sys_first(size_t n) PA_COLD;
 static inline void pa_stat_sys(size_t n) {
     pa_heap *h = pa_tls_heap;
-    if (h->live) {
+    if (pa_likely(h->live)) {
         h->sys_calls++;
         h->sys_bytes += n;
-    } else { /* a thread before its heap exists, or after its exit hook */
-        atomic_fetch_add_explicit(&pa_orphan_sys_calls, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&pa_orphan_sys_bytes, n, memory_order_relaxed);
+    } else {
+        pa_stat_sys_first(n); /* no heap yet: attach one, so the next calls count without atomics */
     }
 }
 #define PA_STAT(x) x

@@ -173,6 +173,36 @@ static void test_counts_threads(void **state)
         b[i % N] = T_MALLOC(REQ), T_FREE(b[i % N]);
 }
 
+/* A thread whose only requests pass through to glibc: it gets a heap at its first one, so its
+ * counts are its own (the shared atomic counters are for threads that cannot have a heap). */
+static void *large_only(void *arg)
+{
+    struct pa_stats *s = arg;
+    s[0] = snap();
+    void *p = T_MALLOC(100000);
+    s[1] = snap();
+    void *q = T_MALLOC(200000);
+    s[2] = snap();
+    T_FREE(p);
+    T_FREE(q);
+    return NULL;
+}
+
+static void test_passthrough_thread_gets_a_heap(void **state)
+{
+    (void)state;
+    struct pa_stats s[3];
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, large_only, s), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    if (!s[0].enabled) return; /* -DPYALLOC_STATS=OFF: passthrough is not counted, no heap is made */
+    assert_int_equal(s[1].heaps_live - s[0].heaps_live, 1);
+    assert_int_equal(s[2].heaps_live, s[1].heaps_live);
+    assert_int_equal(s[1].passthrough_calls - s[0].passthrough_calls, 1);
+    assert_int_equal(s[2].passthrough_calls - s[1].passthrough_calls, 1);
+    assert_int_equal(s[2].passthrough_bytes - s[0].passthrough_bytes, 300000);
+}
+
 /* Reads what fd's other end got. */
 static size_t drain(int fd, char *buf, size_t cap)
 {
@@ -230,6 +260,7 @@ int main(void)
         cmocka_unit_test(test_counts_known_allocations),
         cmocka_unit_test(test_counts_passthrough),
         cmocka_unit_test(test_counts_threads),
+        cmocka_unit_test(test_passthrough_thread_gets_a_heap),
         cmocka_unit_test(test_print_text_and_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
