@@ -9,7 +9,6 @@
 
 #include "internal.h"
 
-void pa_free_foreign(void *p);
 void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b);
 
 static inline void *pa_fast_malloc_small(size_t n) {
@@ -33,8 +32,9 @@ static inline void *pa_fast_malloc(size_t n) {
 
 static inline void pa_fast_free(void *p) {
     uintptr_t off = (uintptr_t)p - pa_base;
-    if (pa_unlikely(off >= pa_load_fast(&pa_limit))) {
-        pa_free_foreign(p); /* NULL lands here too */
+    if (pa_unlikely(off >= pa_load_fast(&pa_limit))) { /* glibc's, or NULL (which glibc ignores) */
+        if (pa_unlikely(off < pa_reserved)) pa_free_invalid("free", p); /* reserved, never committed */
+        pa_sys_free(p);
         return;
     }
     pa_page *pg = &pa_pages[off >> PA_PAGE_SHIFT];

@@ -1,17 +1,11 @@
 /* SPDX-License-Identifier: MIT
  * free and the checks behind it: foreign pointers to glibc, interior pointers and double frees to a
- * one-line message and abort. Exports pa_free, pa_free_foreign, pa_free_local_check, pa_check_live. */
+ * one-line message and abort. Exports pa_free, pa_free_local_check, pa_check_live. */
 #include "fastpath.h"
 
 #include <string.h>
 
 PA_API void pa_free(void *p) { pa_fast_free(p); }
-
-void pa_free_foreign(void *p) {
-    if (!p) return;
-    if (pa_unlikely(pa_in_reservation(p))) pa_free_invalid("free", p); /* reserved, never committed */
-    pa_sys_free(p);
-}
 
 /* "pyalloc: <fn>(): <fault> at 0x..." and abort. */
 static _Noreturn void free_fatal(const char *fn, const char *fault, const void *p) {

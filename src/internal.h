@@ -157,6 +157,7 @@ static inline void pa_stat_sys(size_t n) {
     pa_heap *h = pa_tls_heap;
     if (pa_likely(h->live)) {
         h->sys_calls++;
+        __asm__("" : "+m"(h->sys_calls)); /* two adds to memory, not seven SSE instructions */
         h->sys_bytes += n;
     } else {
         pa_stat_sys_first(n); /* no heap yet: attach one, so the next calls count without atomics */
@@ -178,10 +179,30 @@ _Noreturn void pa_free_invalid(const char *fn, const void *p) PA_COLD;
 void pa_check_live(const char *fn, pa_page *pg, const void *p);
 
 /* ---- passthrough.c: everything that is not ours goes to glibc ---- */
-void *pa_sys_malloc(size_t n);
+#ifndef PA_PASSTHROUGH_LIBC
+#define PA_PASSTHROUGH_LIBC 1 /* 0 in sanitizer builds of pyalloc_core: pass to the sanitizer's malloc,
+                                 which the program keeps, so it sees every block handed between threads */
+#endif
+#if PA_PASSTHROUGH_LIBC
+/* Declared with default visibility: they are glibc's, not hidden ones of ours (the pragma above). */
+__attribute__((visibility("default"))) extern void *__libc_malloc(size_t);
+__attribute__((visibility("default"))) extern void __libc_free(void *);
+#define PA_SYS_MALLOC __libc_malloc
+#define PA_SYS_FREE __libc_free
+#else
+__attribute__((visibility("default"))) void *malloc(size_t);
+__attribute__((visibility("default"))) void free(void *);
+#define PA_SYS_MALLOC malloc
+#define PA_SYS_FREE free
+#endif
+/* malloc and free are inlined into the fast paths' callers: one jump to glibc, not two. */
+static inline void *pa_sys_malloc(size_t n) {
+    pa_stat_sys(n);
+    return PA_SYS_MALLOC(n);
+}
+static inline void pa_sys_free(void *p) { PA_SYS_FREE(p); }
 void *pa_sys_calloc(size_t n, size_t s);
 void *pa_sys_realloc(void *p, size_t n);
-void pa_sys_free(void *p);
 void *pa_sys_memalign(size_t a, size_t n);
 void *pa_sys_valloc(size_t n);
 void *pa_sys_pvalloc(size_t n);

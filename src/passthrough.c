@@ -8,24 +8,15 @@
 #include <malloc.h>
 #include <stdlib.h>
 
-#ifndef PA_PASSTHROUGH_LIBC
-#define PA_PASSTHROUGH_LIBC 1 /* 0 in sanitizer builds of pyalloc_core: pass to the sanitizer's malloc,
-                                 which the program keeps, so it sees every block handed between threads */
-#endif
-
 #if PA_PASSTHROUGH_LIBC
-extern void *__libc_malloc(size_t);
 extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
-extern void __libc_free(void *);
 extern void *__libc_memalign(size_t, size_t);
 extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
 
-#define SYS_MALLOC __libc_malloc
 #define SYS_CALLOC __libc_calloc
 #define SYS_REALLOC __libc_realloc
-#define SYS_FREE __libc_free
 #define SYS_MEMALIGN __libc_memalign
 #define SYS_VALLOC __libc_valloc
 #define SYS_PVALLOC __libc_pvalloc
@@ -69,10 +60,8 @@ int pa_sys_trim(size_t pad) {
     return f ? f(pad) : 0;
 }
 #else
-#define SYS_MALLOC malloc
 #define SYS_CALLOC calloc
 #define SYS_REALLOC realloc
-#define SYS_FREE free
 #define SYS_MEMALIGN memalign
 #define SYS_VALLOC valloc
 #define SYS_PVALLOC pvalloc
@@ -82,10 +71,6 @@ void pa_sys_prime(void) {}
 #endif
 
 /* Every request that reaches the system allocator is counted (calls and bytes asked for). */
-void *pa_sys_malloc(size_t n) {
-    pa_stat_sys(n);
-    return SYS_MALLOC(n);
-}
 void *pa_sys_calloc(size_t n, size_t s) {
     pa_stat_sys(n * s);
     return SYS_CALLOC(n, s);
@@ -94,7 +79,6 @@ void *pa_sys_realloc(void *p, size_t n) {
     pa_stat_sys(n);
     return SYS_REALLOC(p, n);
 }
-void pa_sys_free(void *p) { SYS_FREE(p); }
 void *pa_sys_memalign(size_t a, size_t n) {
     pa_stat_sys(n);
     return SYS_MEMALIGN(a, n);
