@@ -21,13 +21,8 @@ PA_API void *pa_calloc(size_t n, size_t s) {
     return p;
 }
 
-PA_API void *pa_realloc(void *p, size_t n) {
-    if (!p) return pa_fast_malloc(n);
-    pa_page *pg = pa_page_of(p);
-    if (!pg) {
-        if (pa_unlikely(pa_in_reservation(p))) pa_free_invalid("realloc", p);
-        return pa_sys_realloc(p, n); /* realloc(p, 0) frees there too and returns NULL */
-    }
+/* p is one of ours, in page pg. Out of line, so that pa_realloc of a glibc block saves no registers. */
+__attribute__((noinline)) static void *realloc_small(pa_page *pg, void *p, size_t n) {
     pa_check_live("realloc", pg, p);
     if (n == 0) { /* glibc's semantics: free, and return NULL */
         pa_fast_free(p);
@@ -42,6 +37,19 @@ PA_API void *pa_realloc(void *p, size_t n) {
     pa_fast_free(p);
     return q;
 }
+
+PA_API void *pa_realloc(void *p, size_t n) {
+    uintptr_t off = (uintptr_t)p - pa_base;
+    if (off < pa_load_fast(&pa_limit)) return realloc_small(&pa_pages[off >> PA_PAGE_SHIFT], p, n);
+    if (!p) return pa_fast_malloc(n);
+    if (pa_unlikely(off < pa_reserved)) pa_free_invalid("realloc", p); /* reserved, never committed */
+    return pa_sys_realloc(p, n); /* realloc(p, 0) frees there too and returns NULL */
+}
+
+/* Hidden names of the same functions for the libc-named wrappers in override.c, which then jump to
+ * them directly instead of through the GOT (the exported names may be interposed). */
+extern __typeof__(pa_calloc) pa_calloc_h __attribute__((alias("pa_calloc"), visibility("hidden")));
+extern __typeof__(pa_realloc) pa_realloc_h __attribute__((alias("pa_realloc"), visibility("hidden")));
 
 static inline bool pow2(size_t a) { return a && !(a & (a - 1)); }
 

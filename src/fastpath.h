@@ -10,6 +10,8 @@
 #include "internal.h"
 
 void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b);
+void *pa_calloc_h(size_t n, size_t s);  /* pa_calloc and pa_realloc under hidden names (alloc.c) */
+void *pa_realloc_h(void *p, size_t n);
 
 static inline void *pa_fast_malloc_small(size_t n) {
     pa_heap *h = pa_tls_heap;

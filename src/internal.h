@@ -186,23 +186,38 @@ void pa_check_live(const char *fn, pa_page *pg, const void *p);
 #if PA_PASSTHROUGH_LIBC
 /* Declared with default visibility: they are glibc's, not hidden ones of ours (the pragma above). */
 __attribute__((visibility("default"))) extern void *__libc_malloc(size_t);
+__attribute__((visibility("default"))) extern void *__libc_calloc(size_t, size_t);
+__attribute__((visibility("default"))) extern void *__libc_realloc(void *, size_t);
 __attribute__((visibility("default"))) extern void __libc_free(void *);
 #define PA_SYS_MALLOC __libc_malloc
+#define PA_SYS_CALLOC __libc_calloc
+#define PA_SYS_REALLOC __libc_realloc
 #define PA_SYS_FREE __libc_free
 #else
 __attribute__((visibility("default"))) void *malloc(size_t);
+__attribute__((visibility("default"))) void *calloc(size_t, size_t);
+__attribute__((visibility("default"))) void *realloc(void *, size_t);
 __attribute__((visibility("default"))) void free(void *);
 #define PA_SYS_MALLOC malloc
+#define PA_SYS_CALLOC calloc
+#define PA_SYS_REALLOC realloc
 #define PA_SYS_FREE free
 #endif
-/* malloc and free are inlined into the fast paths' callers: one jump to glibc, not two. */
+/* Inlined into their callers: one jump to glibc, not two. Every request that reaches the system
+ * allocator is counted (calls and bytes asked for). */
 static inline void *pa_sys_malloc(size_t n) {
     pa_stat_sys(n);
     return PA_SYS_MALLOC(n);
 }
+static inline void *pa_sys_calloc(size_t n, size_t s) {
+    pa_stat_sys(n * s);
+    return PA_SYS_CALLOC(n, s);
+}
+static inline void *pa_sys_realloc(void *p, size_t n) {
+    pa_stat_sys(n);
+    return PA_SYS_REALLOC(p, n);
+}
 static inline void pa_sys_free(void *p) { PA_SYS_FREE(p); }
-void *pa_sys_calloc(size_t n, size_t s);
-void *pa_sys_realloc(void *p, size_t n);
 void *pa_sys_memalign(size_t a, size_t n);
 void *pa_sys_valloc(size_t n);
 void *pa_sys_pvalloc(size_t n);

@@ -16,8 +16,8 @@ PA_OVERRIDE void *malloc(size_t n) { return pa_fast_malloc(n); }
 PA_OVERRIDE void free(void *p) { pa_fast_free(p); }
 PA_OVERRIDE void cfree(void *p);
 PA_OVERRIDE void cfree(void *p) { pa_fast_free(p); }
-PA_OVERRIDE void *calloc(size_t n, size_t s) { return pa_calloc(n, s); }
-PA_OVERRIDE void *realloc(void *p, size_t n) { return pa_realloc(p, n); }
+PA_OVERRIDE void *calloc(size_t n, size_t s) { return pa_calloc_h(n, s); }
+PA_OVERRIDE void *realloc(void *p, size_t n) { return pa_realloc_h(p, n); }
 PA_OVERRIDE int posix_memalign(void **out, size_t a, size_t n) { return pa_posix_memalign(out, a, n); }
 PA_OVERRIDE void *aligned_alloc(size_t a, size_t n) { return pa_aligned_alloc(a, n); }
 PA_OVERRIDE void *memalign(size_t a, size_t n) { return pa_memalign(a, n); }

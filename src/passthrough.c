@@ -9,14 +9,10 @@
 #include <stdlib.h>
 
 #if PA_PASSTHROUGH_LIBC
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 extern void *__libc_valloc(size_t);
 extern void *__libc_pvalloc(size_t);
 
-#define SYS_CALLOC __libc_calloc
-#define SYS_REALLOC __libc_realloc
 #define SYS_MEMALIGN __libc_memalign
 #define SYS_VALLOC __libc_valloc
 #define SYS_PVALLOC __libc_pvalloc
@@ -60,8 +56,6 @@ int pa_sys_trim(size_t pad) {
     return f ? f(pad) : 0;
 }
 #else
-#define SYS_CALLOC calloc
-#define SYS_REALLOC realloc
 #define SYS_MEMALIGN memalign
 #define SYS_VALLOC valloc
 #define SYS_PVALLOC pvalloc
@@ -70,15 +64,7 @@ int pa_sys_trim(size_t pad) { return malloc_trim(pad); }
 void pa_sys_prime(void) {}
 #endif
 
-/* Every request that reaches the system allocator is counted (calls and bytes asked for). */
-void *pa_sys_calloc(size_t n, size_t s) {
-    pa_stat_sys(n * s);
-    return SYS_CALLOC(n, s);
-}
-void *pa_sys_realloc(void *p, size_t n) {
-    pa_stat_sys(n);
-    return SYS_REALLOC(p, n);
-}
+/* The rest of the passthrough (malloc, calloc, realloc and free are inline in internal.h). */
 void *pa_sys_memalign(size_t a, size_t n) {
     pa_stat_sys(n);
     return SYS_MEMALIGN(a, n);
