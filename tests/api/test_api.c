@@ -291,6 +291,47 @@ static void test_realloc_chain_through_passthrough(void **state)
     T_FREE(p);
 }
 
+/* A block realloc'd past 512 bytes (and below 128 KiB) is asked of glibc rounded up to an eighth of
+ * its power of two, so a block grown or shrunk by small steps stays in place within a step instead
+ * of moving whenever its neighbour in glibc's heap is in use. */
+static size_t eighth_step(size_t n)
+{
+    size_t top = 1;
+    while (top <= n / 2)
+        top *= 2;
+    return top / 8;
+}
+
+static void test_realloc_rounds_up_past_512(void **state)
+{
+    (void)state;
+    static const size_t sizes[] = {513, 520, 600, 1000, 1025, 3000, 4097, 65537, 131071};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t n = sizes[i], step = eighth_step(n), up = (n + step - 1) / step * step;
+        unsigned char *p = T_MALLOC(300);
+        assert_non_null(p);
+        t_fill(p, 300, 5, 0);
+        unsigned char *q = T_REALLOC(p, n); /* from the pools to glibc */
+        assert_non_null(q);
+        assert_true(t_check(q, 300, 5, 0) == (size_t)-1);
+        if (T_USABLE(q) < up)
+            fail_msg("realloc(%zu) gave %zu usable bytes, expected at least %zu", n, T_USABLE(q), up);
+        t_fill(q, n, 5, 0);
+        unsigned char *r = T_REALLOC(q, up);           /* grows within the step */
+        assert_non_null(r);
+        unsigned char *s2 = T_REALLOC(r, up - step + 1); /* shrinks within it */
+        assert_non_null(s2);
+        assert_true(t_check(s2, up - step + 1 < n ? up - step + 1 : n, 5, 0) == (size_t)-1);
+#if !defined(PA_PASSTHROUGH_LIBC) || PA_PASSTHROUGH_LIBC
+        /* glibc keeps a chunk that is big enough in place (a sanitizer's realloc, in the sanitizer
+         * builds, may move on every call: there only the sizes and contents are checked) */
+        assert_ptr_equal(r, q);
+        assert_ptr_equal(s2, q);
+#endif
+        T_FREE(s2);
+    }
+}
+
 static void test_realloc_null_is_malloc(void **state)
 {
     (void)state;
@@ -634,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_calloc_zero),
         cmocka_unit_test(test_realloc_keeps_contents_across_classes),
         cmocka_unit_test(test_realloc_chain_through_passthrough),
+        cmocka_unit_test(test_realloc_rounds_up_past_512),
         cmocka_unit_test(test_realloc_null_is_malloc),
         cmocka_unit_test(test_realloc_zero_frees),
         cmocka_unit_test(test_realloc_same_class_in_place),
