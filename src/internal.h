@@ -204,7 +204,8 @@ __attribute__((visibility("default"))) void free(void *);
 #define PA_SYS_FREE free
 #endif
 /* Inlined into their callers: one jump to glibc, not two. Every request that reaches the system
- * allocator is counted (calls and bytes asked for). */
+ * allocator is counted: calls, and the bytes asked of it (for realloc past 512 bytes, the rounded
+ * size of alloc.c's realloc_size, not the program's). */
 static inline void *pa_sys_malloc(size_t n) {
     pa_stat_sys(n);
     return PA_SYS_MALLOC(n);
