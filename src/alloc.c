@@ -27,7 +27,7 @@ PA_API void *pa_calloc(size_t n, size_t s) {
  * not at every realloc that finds its neighbour in glibc's heap in use; shrinking by small steps
  * keeps it in place. From 128 KiB glibc maps the block and grows it with mremap: exact sizes. */
 static inline size_t realloc_size(size_t n) {
-    if (n <= PA_SMALL || n >= ((size_t)128 << 10)) return n;
+    if (n <= PA_SMALL || n >= PA_REALLOC_EXACT) return n;
     size_t step = (size_t)1 << (60 - __builtin_clzll(n)); /* an eighth of n's power of two */
     return (n + step - 1) & ~(step - 1);
 }

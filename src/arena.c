@@ -8,10 +8,10 @@
  * time it arrived, and is given back only once it has waited pa_opt.purge_delay ms. A program that
  * frees and allocates in waves faster than that reuses resident pages and never faults them in
  * again, however large the waves; one that has shrunk for good gets its memory back at the next
- * pool operation after the delay (or at once with malloc_trim). Beyond a hard limit,
- * max(dirty_min, live / dirty_ratio) (1 GiB by default), the oldest pages go back at once, down to
- * half the limit. A limit that follows the pages in use would purge all through a large teardown:
- * churn-1m spent 2.5 s in madvise with live/4. */
+ * pool operation after the delay (or at once with malloc_trim), PA_PURGE_BATCH (32 MiB) per call.
+ * Beyond a hard limit, max(dirty_min, live / dirty_ratio) (PA_DIRTY_DEFAULT, 1 GiB, by default),
+ * the oldest pages go back at once, down to half the limit. The limit does not follow the pages in
+ * use by default: one that did would call madvise all through a large teardown. */
 #include "internal.h"
 
 #include <time.h>
@@ -53,11 +53,11 @@ static bool page_expired(const pa_page *pg, uint32_t now) {
 }
 
 bool pa_arena_init(void) {
-    for (size_t size = pa_opt.reserve; size >= ((size_t)16 << 20); size >>= 1) {
+    for (size_t size = pa_opt.reserve; size >= PA_RESERVE_MIN; size >>= 1) {
         size_t npages = size >> PA_PAGE_SHIFT;
         void *data = pa_os_reserve(size, PA_ARENA_SIZE);
         if (!data) continue;
-        void *desc = pa_os_reserve(npages * sizeof(pa_page), 4096);
+        void *desc = pa_os_reserve(npages * sizeof(pa_page), PA_OS_PAGE);
         if (!desc) {
             pa_os_unmap(data, size);
             continue;
@@ -86,7 +86,7 @@ static bool pool_grow(void) {
 }
 
 static void pool_expire(uint32_t now);
-#define PURGE_BATCH 1024 /* pages: 16 MiB, the most one malloc gives back when pages expire */
+#define PURGE_BATCH (PA_PURGE_BATCH >> PA_PAGE_SHIFT) /* pages */
 
 static void dirty_unlink(pa_page *pg) {
     pa_page *n = pa_page_at(pg->next), *p = pa_page_at(pg->prev);

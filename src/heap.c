@@ -69,7 +69,7 @@ static pa_heap *heap_create(void) {
     if (!h) {
         size_t sz = (sizeof(pa_heap) + 63) & ~(size_t)63;
         if (chunk_left < sz) {
-            chunk_left = 64 * 1024;
+            chunk_left = PA_HEAP_CHUNK;
             chunk = pa_os_map(chunk_left);
             if (!chunk) {
                 chunk_left = 0;
@@ -107,7 +107,7 @@ pa_heap *pa_heap_first(void) { return heaps; }
  * count. Only the owner biases and unbiases, and every slow path that counts a FULL page's blocks
  * (collect, unfull, abandon, stats) unbiases it first. */
 static void page_bias(pa_page *pg) {
-    uint32_t k = pa_class_blocks(pg->cls) / 32;
+    uint32_t k = pa_class_blocks(pg->cls) / PA_FULL_RETURN;
     if (k == 0) k = 1;
     if (pg->used > k) {
         pg->used_bias = (uint16_t)(pg->used - k);
@@ -196,7 +196,6 @@ static pa_page *heap_adopt(pa_heap *h, uint32_t cls) {
  * empties (malloc-free-malloc of one block must not churn pages), but a program that moves from
  * size to size (sweep-small) would keep one resident page per class it ever used, 1 MB of them;
  * the next class that needs a page takes one of those instead. */
-#define PA_IDLE_EPOCHS 16 /* a class must have stayed empty while the heap started this many pages */
 static pa_page *heap_take_idle(pa_heap *h, uint32_t cls) {
     for (uint64_t todo = h->idle; todo; todo &= todo - 1) {
         uint32_t c = (uint32_t)__builtin_ctzll(todo);

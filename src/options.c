@@ -9,10 +9,11 @@ extern char **environ;
 
 pa_options pa_opt = {
     .align = 16,
-    .reserve = (size_t)64 << 30, /* address space only: costs nothing until committed */
-    .dirty_min = 65536,          /* a hard limit: 1 GiB of empty pages may wait out the delay ... */
-    .dirty_ratio = 0,            /* ... (or pages in use / ratio, off by default) */
-    .purge_delay = 1000,         /* ms an empty page stays resident: waves faster than this reuse it */
+    .reserve = PA_RESERVE_DEFAULT,                  /* address space only: free until committed */
+    .dirty_min = PA_DIRTY_DEFAULT >> PA_PAGE_SHIFT, /* a hard limit on empty resident pages ... */
+    .dirty_ratio = 0,                               /* ... (or pages in use / ratio, off by default) */
+    .purge_delay = PA_PURGE_DELAY_DEFAULT,          /* ms an empty page stays resident: waves faster
+                                                       than this reuse it */
 };
 
 const char *pa_getenv(const char *name) {
@@ -42,13 +43,13 @@ void pa_options_read(void) {
         else pa_warn("PYALLOC_ALIGN must be 8 or 16; using 16");
     }
     uint64_t mb = options_number(pa_getenv("PYALLOC_RESERVE_MB"), pa_opt.reserve >> 20);
-    if (mb < 16) mb = 16;
-    if (mb > ((uint64_t)1 << 22)) mb = (uint64_t)1 << 22; /* 4 TiB */
+    if (mb < PA_RESERVE_MIN >> 20) mb = PA_RESERVE_MIN >> 20;
+    if (mb > PA_RESERVE_MAX >> 20) mb = PA_RESERVE_MAX >> 20;
     pa_opt.reserve = (size_t)mb << 20;
     uint64_t kb = options_number(pa_getenv("PYALLOC_DIRTY_KB"), pa_opt.dirty_min * (PA_PAGE_SIZE >> 10));
     pa_opt.dirty_min = (size_t)(kb / (PA_PAGE_SIZE >> 10));
     uint64_t ratio = options_number(pa_getenv("PYALLOC_DIRTY_RATIO"), pa_opt.dirty_ratio);
-    pa_opt.dirty_ratio = ratio ? (unsigned)(ratio > 1000 ? 1000 : ratio) : 0;
+    pa_opt.dirty_ratio = (unsigned)(ratio > PA_DIRTY_RATIO_MAX ? PA_DIRTY_RATIO_MAX : ratio);
     const char *st = pa_getenv("PYALLOC_STATS");
     if (st && *st) {
         if (strcmp(st, "json") == 0) pa_opt.stats = 2;
@@ -62,5 +63,5 @@ void pa_options_read(void) {
         else pa_warn("PYALLOC_STATS_FILE is too long; the report goes to stderr");
     }
     uint64_t ms = options_number(pa_getenv("PYALLOC_PURGE_DELAY_MS"), pa_opt.purge_delay);
-    pa_opt.purge_delay = (uint32_t)(ms > 3600000 ? 3600000 : ms); /* at most an hour */
+    pa_opt.purge_delay = (uint32_t)(ms > PA_PURGE_DELAY_MAX ? PA_PURGE_DELAY_MAX : ms);
 }

@@ -47,22 +47,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PA_PAGE_SHIFT 15
-#define PA_PAGE_SIZE ((size_t)1 << PA_PAGE_SHIFT)
-#define PA_PAGE_MASK (PA_PAGE_SIZE - 1)
-#define PA_ARENA_SHIFT (PA_PAGE_SHIFT + 6) /* 64 pages: the unit in which address space is committed (its
-                                              descriptors then fill whole 4 KiB pages) */
-#define PA_ARENA_SIZE ((size_t)1 << PA_ARENA_SHIFT)
-#define PA_ARENA_PAGES (PA_ARENA_SIZE / PA_PAGE_SIZE)
-#define PA_NCLASS 64
-#ifndef PA_STATS
-#define PA_STATS 1 /* per-thread counters for pa_stats_get (CMake option PYALLOC_STATS) */
-#endif
-#define PA_NWORDS 65 /* (size + 7) >> 3 for size 0..512 */
-#define PA_NDIRECT (PA_SMALL + 1) /* direct[] is indexed by the request size itself: no shift */
-#define PA_SMALL 512
-#define PA_SPARE_MAX 2 /* empty pages a heap keeps for itself: no pool lock per page */
-#define PA_CARVE 4096 /* carve fresh blocks one OS page at a time: touch memory only when used */
+#include "config.h"
 
 /* A free block: the first word of its memory. */
 typedef struct pa_block {
@@ -83,7 +68,7 @@ enum pa_fullstate { PA_FS_NONE = 0, PA_FS_FULL, PA_FS_NOTIFIED };
 
 struct pa_heap;
 
-/* One per 64 KiB page, 128 bytes: everything free and malloc touch is in the first 64. */
+/* One per page, 128 bytes: everything free and malloc touch is in the first 64. */
 typedef struct pa_page {
     pa_block *free;                    /* local free list (owner only), ends in pa_list_end() */
     uintptr_t key;                     /* free-list link encoding */
@@ -95,7 +80,7 @@ typedef struct pa_page {
     _Atomic uint32_t thresh;           /* grows as blocks are carved */
     uint16_t used;                     /* blocks out, counting those in thread_free */
     uint16_t bsize;                    /* block size; 0 when the page is not in use */
-    _Atomic uint32_t bump;             /* offset of the first block never handed out (<= 64 KiB) */
+    _Atomic uint32_t bump;             /* offset of the first block never carved (<= PA_PAGE_SIZE) */
     uint8_t cls;
     uint8_t where;                     /* enum pa_where */
     _Atomic uint8_t fullstate;         /* enum pa_fullstate */
@@ -111,7 +96,7 @@ typedef struct pa_page {
     uint8_t cold[44];                  /* pads to 128; room for per-page statistics */
 } pa_page;
 
-_Static_assert(sizeof(pa_page) == 128, "page descriptor is two cache lines");
+_Static_assert(sizeof(pa_page) == PA_PAGE_DESC_SIZE, "page descriptor is two cache lines");
 
 /* Free lists end in a mark with bit 0 set that points into the page itself, so every link of a
  * free block - the last one too - decodes to an address in its own page. */

@@ -30,7 +30,7 @@ static long purge_delay_ms(void)
 
 /* Wait out the delay, then go on allocating for a few milliseconds, as a program does: 64 rounds
  * of 4096 16-byte blocks allocated and freed run the allocator's slow paths a few hundred times,
- * and each gives back at most 16 MiB of expired pages (so no one call stalls). */
+ * and each gives back at most 32 MiB of expired pages (so no one call stalls). */
 static void wait_and_allocate(void)
 {
     long ms = 2 * purge_delay_ms() + 100;
