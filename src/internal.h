@@ -70,7 +70,7 @@ typedef struct pa_options {
     char stats_file[1024]; /* PYALLOC_STATS_FILE, copied at start-up; "" = stderr */
 } pa_options;
 extern pa_options pa_opt;
-void pa_options_read(void);
+void pa_options_read(void); /* pa_opt from the defaults and the environment */
 /* Value of environment variable name, or NULL; never allocates. */
 const char *pa_getenv(const char *name);
 

@@ -7,14 +7,18 @@
 
 extern char **environ;
 
-pa_options pa_opt = {
-    .align = 16,
-    .reserve = PA_RESERVE_DEFAULT,                  /* address space only: free until committed */
-    .dirty_min = PA_DIRTY_DEFAULT >> PA_PAGE_SHIFT, /* a hard limit on empty resident pages ... */
-    .dirty_ratio = 0,                               /* ... (or pages in use / ratio, off by default) */
-    .purge_delay = PA_PURGE_DELAY_DEFAULT,          /* ms an empty page stays resident: waves faster
-                                                       than this reuse it */
-};
+/* The defaults (config.h), stated in docs/options.md and checked against it by tests/unit: 16-byte
+ * alignment; address space reserved (it costs nothing until committed); a hard limit on empty
+ * resident pages, with the limit that follows the pages in use off; how long (ms) an empty page
+ * stays resident. pa_opt starts with them too, for the statistics of a process whose start-up
+ * failed or has not finished. */
+#define OPTIONS_DEFAULTS                                                                           \
+    {                                                                                              \
+        .align = 16, .reserve = PA_RESERVE_DEFAULT, .dirty_min = PA_DIRTY_DEFAULT >> PA_PAGE_SHIFT, \
+        .dirty_ratio = 0, .purge_delay = PA_PURGE_DELAY_DEFAULT,                                   \
+    }
+static const pa_options options_defaults = OPTIONS_DEFAULTS;
+pa_options pa_opt = OPTIONS_DEFAULTS;
 
 const char *pa_getenv(const char *name) {
     size_t n = strlen(name);
@@ -36,6 +40,7 @@ static uint64_t options_number(const char *s, uint64_t def) {
 }
 
 void pa_options_read(void) {
+    pa_opt = options_defaults;
     const char *a = pa_getenv("PYALLOC_ALIGN");
     if (a) {
         if (strcmp(a, "8") == 0) pa_opt.align = 8;
