@@ -361,17 +361,30 @@ static void test_realloc_zero_frees(void **state)
 static void test_realloc_same_class_in_place(void **state)
 {
     (void)state;
-    /* Growing within the usable size must keep the contents (in place or not). */
+    /* A size that keeps its class, up to the usable size and down to the class below, or shrinks by
+     * less than a quarter, keeps the block where it is (pymalloc's rule). */
     for (size_t n = 1; n <= PA_SMALL_MAX; n++) {
         unsigned char *p = T_MALLOC(n);
         assert_non_null(p);
         size_t u = T_USABLE(p);
         t_fill(p, n, n, 1);
-        p = T_REALLOC(p, u);
-        assert_non_null(p);
-        assert_true(t_check(p, n, n, 1) == (size_t)-1);
-        assert_int_equal(T_USABLE(p), t_class_size(u, mode));
-        T_FREE(p);
+        unsigned char *q = T_REALLOC(p, u);
+        if (q != p)
+            fail_msg("realloc(%zu-byte block, %zu) moved it within its class", n, u);
+        assert_true(t_check(q, n, n, 1) == (size_t)-1);
+        assert_int_equal(T_USABLE(q), t_class_size(u, mode));
+        size_t lower = u > 8 ? u - (mode == 8 || u <= 16 ? 8 : 16) + 1 : 1; /* smallest size of the class */
+        q = T_REALLOC(q, lower);
+        if (q != p)
+            fail_msg("realloc(%zu-byte block, %zu) moved it within its class", u, lower);
+        size_t most = u - (u - 1) / 4; /* the smallest size less than a quarter below u */
+        if (most < lower) {
+            q = T_REALLOC(q, most);
+            if (q != p)
+                fail_msg("realloc(%zu-byte block, %zu) moved it for less than a quarter", u, most);
+        }
+        assert_true(t_check(q, n < most ? n : most, n, 1) == (size_t)-1);
+        T_FREE(q);
     }
 }
 
