@@ -2,8 +2,9 @@
  * The fast paths of malloc and free, inlined both into the pa_* API (alloc.c, free.c) and into the
  * replacement symbols (override.c) so neither pays a call. malloc: one table load for the page,
  * pop its free list, one branch to the slow path. free: one compare says "ours", the page is found
- * by arithmetic, one compare says "this thread's", one multiply checks the block start, and the
- * first word of the block is the cheap double-free check. */
+ * by arithmetic, one compare of the page's owner says "this thread's" (any other page, in use by
+ * another thread, abandoned or not in use, goes to pa_free_remote), one multiply checks the block
+ * start, and the first word of the block is the cheap double-free check. */
 #ifndef PA_FASTPATH_H
 #define PA_FASTPATH_H
 
@@ -42,7 +43,7 @@ static inline void pa_fast_free(void *p) {
     pa_page *pg = &pa_pages[off >> PA_PAGE_SHIFT];
     pa_block *b = p;
     pa_heap *h = pa_tls_heap;
-    if (pa_likely(pa_load_fast(&pg->local) == h)) { /* this thread's, and not full */
+    if (pa_likely(pa_load_fast(&pg->heap) == h)) { /* this thread's (a FULL page too: see page_bias) */
         uintptr_t key = pg->key;
         if (pa_likely(pa_block_is_start(pg, off & PA_PAGE_MASK) &
                       ((((b->next ^ key) ^ (uintptr_t)p) >> PA_PAGE_SHIFT) != 0))) {
@@ -54,7 +55,7 @@ static inline void pa_fast_free(void *p) {
         pa_free_local_check(h, pg, b);
         return;
     }
-    pa_free_slow(pg, b);
+    pa_free_remote(pg, b);
 }
 
 #endif /* PA_FASTPATH_H */

@@ -27,9 +27,9 @@ static bool free_is_listed(const pa_page *pg, const pa_block *b) {
            pa_page_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b);
 }
 
-/* A local free that failed a fast check (an interior pointer, or a first word that looks like a free
- * link) or that lands in a FULL page.
- * The owner can confirm against its own lists; a false alarm is freed normally. */
+/* A free by the page's owner that failed a fast check: an interior pointer, or a first word that
+ * looks like a free link. The owner can confirm against its own lists; a false alarm is freed
+ * normally. */
 void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
     if (!pa_block_is_start(pg, (uintptr_t)b & PA_PAGE_MASK)) pa_free_invalid("free", b);
     if (pa_block_looks_free(pg, b) && free_is_listed(pg, b))
@@ -38,13 +38,6 @@ void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
     pg->free = b;
     pg->used--;
     pa_free_local_slow(h, pg);
-}
-
-/* Not on this thread's avail lists: one of its FULL pages, or another thread's page. */
-void pa_free_slow(pa_page *pg, pa_block *b) {
-    pa_heap *h = pa_tls_heap;
-    if (pa_load_relaxed(&pg->heap) == h) pa_free_local_check(h, pg, b);
-    else pa_free_remote(pg, b);
 }
 
 void pa_check_live(const char *fn, pa_page *pg, const void *p) {

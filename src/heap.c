@@ -98,14 +98,13 @@ static pa_heap *heap_create(void) {
 
 pa_heap *pa_heap_first(void) { return heaps; }
 
-/* A FULL page goes back on avail only once 1/32 of its blocks (at least one) are free
- * again. Returning it at the first free made a program that frees at random into packed pages
- * (any long-running churn) move a page to avail and back to full on every other malloc and free:
- * threads-1 spent a third of its operations there. The FULL page keeps its owner's `local`, so
- * its frees take the fast path, and its `used` is biased so that the fast path's one test,
- * `--used == 0`, fires at the K-th free instead of at the last: used + used_bias is the true
- * count. Only the owner biases and unbiases, and every slow path that counts a FULL page's blocks
- * (collect, unfull, abandon, stats) unbiases it first. */
+/* A FULL page goes back on avail only once 1/PA_FULL_RETURN of its blocks (at least one) are free
+ * again: returning it at the first free would make a program that frees at random into packed
+ * pages (any long-running churn) move a page to avail and back to full on every other malloc and
+ * free. The FULL page keeps its owner, so its frees take the fast path, and its `used` is biased
+ * so that the fast path's one test, `--used == 0`, fires at the K-th free instead of at the last:
+ * used + used_bias is the true count. Only the owner biases and unbiases, and every slow path that
+ * counts a FULL page's blocks (collect, unfull, abandon, stats) unbiases it first. */
 static void page_bias(pa_page *pg) {
     uint32_t k = pa_class_blocks(pg->cls) / PA_FULL_RETURN;
     if (k == 0) k = 1;
@@ -181,7 +180,6 @@ static pa_page *heap_adopt(pa_heap *h, uint32_t cls) {
         atomic_fetch_sub_explicit(&abandoned_n[cls], 1, memory_order_relaxed);
         pg->where = PA_W_AVAIL;
         atomic_store_explicit(&pg->heap, h, memory_order_release);
-        atomic_store_explicit(&pg->local, h, memory_order_relaxed);
     }
     pthread_mutex_unlock(&pa_abandoned_lock);
     if (pg) {
@@ -293,7 +291,6 @@ static void heap_release(pa_heap *h, pa_page *pg) {
     if (atomic_load(&pg->fullstate) == PA_FS_NOTIFIED) heap_take_notified(h); /* unqueue it first */
     list_unlink(&h->avail[pg->cls], pg);
     heap_refresh_direct(h, pg->cls);
-    atomic_store_explicit(&pg->local, NULL, memory_order_relaxed);
     atomic_store_explicit(&pg->heap, NULL, memory_order_relaxed);
     if (h->nspare < PA_SPARE_MAX) { /* kept for this heap's next page: no pool lock either way */
         pa_page_retire(pg);
@@ -330,7 +327,6 @@ void pa_heap_unfull(pa_heap *h, pa_page *pg) {
     heap_insert_avail(h, pg);
     uint8_t expect = PA_FS_FULL;
     atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_NONE);
-    atomic_store_explicit(&pg->local, h, memory_order_relaxed);
 }
 
 void pa_free_local_slow(pa_heap *h, pa_page *pg) {
@@ -423,7 +419,6 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
          * larson), and the next frees into the page should be local ones, not a trip through this
          * lock. Its free blocks serve this thread's mallocs of the class. */
         atomic_store_explicit(&pg->heap, me, memory_order_release);
-        atomic_store_explicit(&pg->local, me, memory_order_relaxed);
         me->stats.adopted++;
         pthread_mutex_unlock(&pa_abandoned_lock);
         heap_insert_avail(me, pg);
@@ -442,7 +437,6 @@ static void heap_abandon(pa_heap *h) {
         uint32_t l = c < PA_NCLASS ? h->avail[c] : h->full;
         for (; l; l = pa_page_at(l)->next) {
             pa_page *pg = pa_page_at(l);
-            atomic_store_explicit(&pg->local, NULL, memory_order_relaxed);
             atomic_store_explicit(&pg->heap, NULL, memory_order_release);
             atomic_store(&pg->fullstate, PA_FS_NONE);
         }

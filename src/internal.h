@@ -144,8 +144,7 @@ void *pa_malloc_slow(pa_heap *h, size_t size);
 pa_heap *pa_heap_attach(void); /* this thread's heap, created on first use; NULL if it cannot have one */
 void pa_free_local_slow(pa_heap *h, pa_page *pg);   /* after a local free: page was full or is empty */
 void pa_heap_unfull(pa_heap *h, pa_page *pg);       /* a FULL page of h has a free block again */
-void pa_free_remote(pa_page *pg, pa_block *b);      /* p in pg, which this thread does not own */
-void pa_free_slow(pa_page *pg, pa_block *b);        /* pg not on this thread's avail lists */
+void pa_free_remote(pa_page *pg, pa_block *b);      /* b in pg, which this thread does not own */
 void pa_heap_thread_exit(void *arg);
 pa_heap *pa_heap_first(void);                       /* registry walk, under pa_heaps_lock */
 

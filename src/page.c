@@ -24,7 +24,6 @@ void pa_page_init(pa_page *pg, pa_heap *h, uint32_t cls, uint64_t key) {
     atomic_store_explicit(&pg->thread_free, NULL, memory_order_relaxed);
     pg->next = pg->prev = pg->notify_next = 0;
     atomic_store_explicit(&pg->heap, h, memory_order_release);
-    atomic_store_explicit(&pg->local, h, memory_order_relaxed);
 }
 
 bool pa_page_extend(pa_page *pg) {

@@ -28,7 +28,10 @@
  * and blocks never handed out (tests/unit checks this for every class and offset).
  *
  * Ownership and threads. Every page in use belongs to one heap (one per thread), or is abandoned
- * (its thread exited), or sits in the global pool. Page state is changed only by
+ * (its thread exited); a page not in use is a heap's spare or sits in the global pool. The page's
+ * heap pointer names its owner and is NULL otherwise; only the owner clears it, and only a thread
+ * adopting the page (under abandoned_lock) sets it, to its own heap, so a thread that reads its own
+ * heap there owns the page: free's fast path is that one compare. Page state is changed only by
  *   - its owner, without locks (free list, bump, used, list links);
  *   - other threads, which only push onto the atomic thread_free list, and, for a page marked FULL,
  *     tell the owner under notify_lock (fullstate NONE -> FULL by owner, FULL -> NOTIFIED by a remote
@@ -72,9 +75,8 @@ struct pa_heap;
 typedef struct pa_page {
     pa_block *free;                    /* local free list (owner only), ends in pa_list_end() */
     uintptr_t key;                     /* free-list link encoding */
-    _Atomic(struct pa_heap *) local;   /* the owner while the page is on its avail list, else NULL:
-                                          the one compare of free's fast path */
-    _Atomic(struct pa_heap *) heap;    /* owner; NULL when abandoned or pooled */
+    _Atomic(struct pa_heap *) heap;    /* owner; NULL when abandoned, spare or pooled: the one
+                                          compare of free's fast path */
     _Atomic(pa_block *) thread_free;   /* blocks freed by other threads; NULL when empty */
     uint32_t magic;                    /* see "Valid block starts" */
     _Atomic uint32_t thresh;           /* grows as blocks are carved */
@@ -93,7 +95,7 @@ typedef struct pa_page {
                                           only under pool_lock, so the pool may read its neighbours' */
     uint8_t cold_pad[3];
     uint32_t dirty_since;              /* pool clock (ms) when it went on the dirty list */
-    uint8_t cold[44];                  /* pads to 128; room for per-page statistics */
+    uint8_t cold[52];                  /* pads to 128; room for per-page statistics */
 } pa_page;
 
 _Static_assert(sizeof(pa_page) == PA_PAGE_DESC_SIZE, "page descriptor is two cache lines");
