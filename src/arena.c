@@ -102,15 +102,12 @@ pa_page *pa_pool_take(void) {
     if (pool.dirty) {
         pg = pa_page_at(pool.dirty);
         dirty_unlink(pg);
-        pg->zeroed = 0;
     } else if (pool.clean) {
         pg = pa_page_at(pool.clean);
         pool.clean = pg->next;
         pg->next = 0;
-        pg->zeroed = 1;
     } else if (pool.hiwater < pool.committed || pool_grow()) {
         pg = &pa_pages[pool.hiwater++];
-        pg->zeroed = 1;
     }
     if (pg) {
         pool.live++;

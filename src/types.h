@@ -86,7 +86,7 @@ typedef struct pa_page {
     uint8_t cls;
     uint8_t where;                     /* enum pa_where */
     _Atomic uint8_t fullstate;         /* enum pa_fullstate */
-    uint8_t zeroed;                    /* page memory known zero (fresh or purged) */
+    uint8_t pad8;
     uint16_t used_bias;                /* FULL: the true count is used + used_bias (see heap.c) */
     uint16_t pad16;
     uint32_t next, prev;               /* list links: page index + 1, 0 = none */
