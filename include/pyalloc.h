@@ -76,10 +76,16 @@ struct pa_stats {
     unsigned long long pages_dirty;                          /* empty, resident, waiting out the delay */
     unsigned long long heaps_live, heaps_abandoned;          /* thread heaps: running, left by exits */
     unsigned long long cross_thread_frees;
+    /* Added later; a program built against a pyalloc.h without them gets the fields it knows: */
+    unsigned long long pages_taken;    /* pages the thread heaps took from the pool, ever (fresh or
+                                          reused; a heap's own spare pages do not count) */
+    unsigned long long pages_returned; /* empty pages given back to the pool, ever */
+    unsigned long long pages_adopted;  /* abandoned pages taken over by a live thread, ever */
 };
 
-/* Fill *out (size = sizeof *out, for compatibility with later versions). 0, or -1 if size is too
- * small for the fields above. */
+/* Fill *out (size = sizeof *out): a program built against an older pyalloc.h, whose struct ends at
+ * cross_thread_frees, passes its smaller size and gets the fields it knows. 0, or -1 if size is
+ * smaller than that. */
 int pa_stats_get(struct pa_stats *out, size_t size);
 
 #define PA_STATS_TEXT 0

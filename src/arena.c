@@ -31,6 +31,7 @@ static struct {
     size_t max;                 /* pages reserved */
     size_t live;                /* pages out of the pool */
     uint64_t purged;            /* pages given back to the OS, ever */
+    uint64_t taken, returned;   /* pages handed to heaps and given back to the pool, ever */
 } pool;
 
 /* When the oldest dirty page expires (pool clock), or UINT32_MAX: read by pa_pool_tick unlocked. */
@@ -111,6 +112,7 @@ pa_page *pa_pool_take(void) {
     }
     if (pg) {
         pool.live++;
+        pool.taken++;
         pg->where = pg->pooled = 0;
     }
     if (pool.dirty_tail) pool_expire(pa_clock_ms());
@@ -173,6 +175,7 @@ void pa_pool_give(pa_page *pg) {
     pool.dirty = pa_page_link(pg);
     pool.ndirty++;
     pool.live--;
+    pool.returned++;
     uint32_t now = pa_clock_ms();
     pg->dirty_since = now;
     pool_expire(now);
@@ -206,10 +209,12 @@ size_t pa_pool_dirty_pages(void) {
     return n;
 }
 
-void pa_pool_counters(uint64_t *committed_pages, uint64_t *purged_pages, uint64_t *dirty_pages) {
+void pa_pool_counters(pa_pool_stats *out) {
     pthread_mutex_lock(&pa_pool_lock);
-    *committed_pages = pool.committed;
-    *purged_pages = pool.purged;
-    *dirty_pages = pool.ndirty;
+    out->committed = pool.committed;
+    out->purged = pool.purged;
+    out->dirty = pool.ndirty;
+    out->taken = pool.taken;
+    out->returned = pool.returned;
     pthread_mutex_unlock(&pa_pool_lock);
 }

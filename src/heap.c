@@ -249,7 +249,6 @@ static pa_page *heap_find_page(pa_heap *h, uint32_t cls) {
         } else {
             pg = pa_pool_take();
             if (!pg) return NULL;
-            h->stats.pages_taken++;
         }
         h->epoch++;
         pa_page_init(pg, h, cls, heap_key(h));
@@ -299,7 +298,6 @@ static void heap_release(pa_heap *h, pa_page *pg) {
         h->nspare++;
         return;
     }
-    h->stats.pages_given++;
     pa_pool_give(pg);
 }
 
@@ -453,7 +451,6 @@ static void heap_abandon(pa_heap *h) {
             pa_page_collect(pg);
             if (pg->used == 0) {
                 pg->next = pg->prev = 0;
-                h->stats.pages_given++;
                 pa_pool_give(pg);
             } else {
                 pg->where = PA_W_ABANDONED;
@@ -467,7 +464,6 @@ static void heap_abandon(pa_heap *h) {
     while (h->spare) {
         pa_page *pg = pa_page_at(h->spare);
         list_unlink(&h->spare, pg);
-        h->stats.pages_given++;
         pa_pool_give(pg);
     }
     h->nspare = 0;

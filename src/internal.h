@@ -99,7 +99,11 @@ pa_page *pa_pool_take(void);                 /* a page not in use, or NULL when 
 void pa_pool_give(pa_page *pg);              /* an empty page back; may give memory to the OS */
 size_t pa_pool_dirty_pages(void);
 size_t pa_pool_trim(void);                    /* give every dirty pooled page back; returns pages */
-void pa_pool_counters(uint64_t *committed_pages, uint64_t *purged_pages, uint64_t *dirty_pages);
+typedef struct pa_pool_stats {
+    uint64_t committed, purged, dirty; /* pages: committed, given back to the OS (ever), empty resident */
+    uint64_t taken, returned;          /* pages handed to heaps, and given back to the pool, ever */
+} pa_pool_stats;
+void pa_pool_counters(pa_pool_stats *out);
 void pa_pool_tick(void);                      /* give back the pages that waited out the delay */
 uint32_t pa_clock_ms(void);                   /* monotonic, coarse; never allocates */
 

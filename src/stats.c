@@ -51,7 +51,13 @@ void pa_stat_page(uint32_t cls, int delta) {
 #define RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
 PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
-    if (!out || size < sizeof *out) return -1;
+    if (!out || size < offsetof(struct pa_stats, pages_taken)) return -1;
+    if (size < sizeof *out) { /* a caller built against an older pyalloc.h */
+        struct pa_stats all;
+        int r = pa_stats_get(&all, sizeof all);
+        memcpy(out, &all, size);
+        return r;
+    }
     memset(out, 0, sizeof *out);
     bool ready = pa_ready();
     out->version = PA_VERSION_MAJOR * 10000 + PA_VERSION_MINOR * 100 + PA_VERSION_PATCH;
@@ -66,6 +72,7 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
             if (h->live) out->heaps_live++;
             else out->heaps_abandoned++;
             out->cross_thread_frees += RD(h->stats.remote_frees);
+            out->pages_adopted += RD(h->stats.adopted);
 #if PA_STATS
             for (uint32_t n = 0; n < PA_NDIRECT; n++) {
                 uint64_t k = RD(h->nalloc[n]);
@@ -94,13 +101,15 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
                 used[cls] += (uint64_t)RD(pa_pages[i].used) + RD(pa_pages[i].used_bias);
             }
         }
-        uint64_t committed, purged, dirty;
-        pa_pool_counters(&committed, &purged, &dirty);
-        out->arenas_committed = committed / PA_ARENA_PAGES;
-        out->bytes_committed = committed * PA_PAGE_SIZE;
-        out->pages_given_back = purged;
-        out->bytes_given_back = purged * PA_PAGE_SIZE;
-        out->pages_dirty = dirty;
+        pa_pool_stats pool;
+        pa_pool_counters(&pool);
+        out->arenas_committed = pool.committed / PA_ARENA_PAGES;
+        out->bytes_committed = pool.committed * PA_PAGE_SIZE;
+        out->pages_given_back = pool.purged;
+        out->bytes_given_back = pool.purged * PA_PAGE_SIZE;
+        out->pages_dirty = pool.dirty;
+        out->pages_taken = pool.taken;
+        out->pages_returned = pool.returned;
     }
     /* The classes this mode serves (a class no request size maps to does not exist here). */
     unsigned k = 0;
@@ -218,10 +227,13 @@ static void report_json(writer *w, const struct pa_stats *st) {
     w_field(w, "bytes_committed", st->bytes_committed, 0);
     w_field(w, "pages_given_back", st->pages_given_back, 0);
     w_field(w, "bytes_given_back", st->bytes_given_back, 0);
-    w_field(w, "pages_dirty", st->pages_dirty, 1);
+    w_field(w, "pages_dirty", st->pages_dirty, 0);
+    w_field(w, "pages_taken", st->pages_taken, 0);
+    w_field(w, "pages_returned", st->pages_returned, 1);
     w_str(w, "},\n \"heaps\": {");
     w_field(w, "live", st->heaps_live, 0);
-    w_field(w, "abandoned", st->heaps_abandoned, 1);
+    w_field(w, "abandoned", st->heaps_abandoned, 0);
+    w_field(w, "pages_adopted", st->pages_adopted, 1);
     w_str(w, "},\n ");
     w_field(w, "cross_thread_frees", st->cross_thread_frees, 1);
     w_str(w, "}\n");
@@ -270,11 +282,17 @@ static void report_text(writer *w, const struct pa_stats *st) {
     w_num(w, st->bytes_given_back >> 10, 0);
     w_str(w, " KiB); ");
     w_num(w, st->pages_dirty, 0);
-    w_str(w, " empty pages waiting\nheaps: ");
+    w_str(w, " empty pages waiting; ");
+    w_num(w, st->pages_taken, 0);
+    w_str(w, " pages taken from the pool, ");
+    w_num(w, st->pages_returned, 0);
+    w_str(w, " returned\nheaps: ");
     w_num(w, st->heaps_live, 0);
     w_str(w, " live, ");
     w_num(w, st->heaps_abandoned, 0);
-    w_str(w, " abandoned; cross-thread frees: ");
+    w_str(w, " abandoned, ");
+    w_num(w, st->pages_adopted, 0);
+    w_str(w, " pages adopted; cross-thread frees: ");
     w_num(w, st->cross_thread_frees, 0);
     w_str(w, "\n");
 }

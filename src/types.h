@@ -104,10 +104,8 @@ _Static_assert(sizeof(pa_page) == PA_PAGE_DESC_SIZE, "page descriptor is two cac
  * free block - the last one too - decodes to an address in its own page. */
 static inline int pa_list_is_end(const pa_block *b) { return (int)((uintptr_t)b & 1); }
 
-/* Per-thread statistics, merged when read. */
+/* Per-thread statistics, merged when read (the pool counts its own pages taken and returned). */
 typedef struct pa_heap_stats {
-    uint64_t pages_taken;  /* fresh pages from the pool */
-    uint64_t pages_given;  /* empty pages returned to the pool */
     uint64_t adopted;      /* abandoned pages taken over */
     uint64_t remote_frees; /* blocks this thread freed into other heaps' pages */
 } pa_heap_stats;

@@ -43,8 +43,16 @@ static void test_refuses_a_short_buffer(void **state)
 {
     (void)state;
     struct pa_stats s;
-    assert_int_equal(pa_stats_get(&s, sizeof s - 1), -1);
+    size_t first = offsetof(struct pa_stats, pages_taken); /* the struct of the first pyalloc.h */
+    assert_int_equal(pa_stats_get(&s, first - 1), -1);
     assert_int_equal(pa_stats_get(NULL, sizeof s), -1);
+    /* a caller built against that header gets its fields, and nothing is written past them */
+    memset(&s, 0xa5, sizeof s);
+    assert_int_equal(pa_stats_get(&s, first), 0);
+    assert_int_equal(s.page_size, 32768);
+    const unsigned char *tail = (const unsigned char *)&s + first;
+    for (size_t i = 0; i < sizeof s - first; i++)
+        assert_int_equal(tail[i], 0xa5);
 }
 
 static void test_classes_follow_the_mode(void **state)
@@ -182,6 +190,39 @@ static void test_counts_threads(void **state)
         T_FREE(more[i]);
 }
 
+static void *leave_blocks(void *arg)
+{
+    void **b = arg;
+    for (int i = 0; i < N; i++)
+        b[i] = T_MALLOC(REQ);
+    return NULL;
+}
+
+/* Pages through the pool and adopted: a thread takes pages from the pool and exits holding their
+ * blocks; this thread, which allocates the class too, adopts each page as it frees into it, and
+ * the pages go back to the pool as they empty (but for the heap's few spares). */
+static void test_counts_pool_pages_and_adoption(void **state)
+{
+    (void)state;
+    static void *b[N];
+    void *keep = T_MALLOC(REQ); /* this thread allocates the class */
+    struct pa_stats s0 = snap();
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, leave_blocks, b), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    struct pa_stats s1 = snap();
+    unsigned long long pages = N / (s1.page_size / req_class()); /* whole pages of those blocks */
+    assert_true(s1.pages_taken - s0.pages_taken >= pages);
+    assert_int_equal(s1.pages_adopted, s0.pages_adopted);
+    for (int i = 0; i < N; i++)
+        T_FREE(b[i]);
+    struct pa_stats s2 = snap();
+    assert_true(s2.pages_adopted - s1.pages_adopted >= pages);
+    assert_true(s2.pages_returned > s1.pages_returned);
+    assert_true(s2.pages_returned <= s2.pages_taken);
+    T_FREE(keep);
+}
+
 /* A thread whose only requests pass through to glibc: it gets a heap at its first one, so its
  * counts are its own (the shared atomic counters are for threads that cannot have a heap). */
 static void *large_only(void *arg)
@@ -255,6 +296,8 @@ static void test_print_text_and_json(void **state)
     snprintf(cls, sizeof cls, "{\"size\": %llu, \"allocs\": ", req_class());
     assert_non_null(strstr(buf, cls));
     assert_non_null(strstr(buf, "\"cross_thread_frees\": "));
+    assert_non_null(strstr(buf, "\"pages_taken\": "));
+    assert_non_null(strstr(buf, "\"pages_adopted\": "));
     T_FREE(p);
 
     /* a closed descriptor is an error, not a crash */
@@ -269,6 +312,7 @@ int main(void)
         cmocka_unit_test(test_counts_known_allocations),
         cmocka_unit_test(test_counts_passthrough),
         cmocka_unit_test(test_counts_threads),
+        cmocka_unit_test(test_counts_pool_pages_and_adoption),
         cmocka_unit_test(test_passthrough_thread_gets_a_heap),
         cmocka_unit_test(test_print_text_and_json),
     };
