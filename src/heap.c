@@ -192,8 +192,8 @@ static pa_page *heap_adopt(pa_heap *h, uint32_t cls) {
 
 /* An empty page that is the current page of another class. A class keeps its current page when it
  * empties (malloc-free-malloc of one block must not churn pages), but a program that moves from
- * size to size (sweep-small) would keep one resident page per class it ever used, 1 MB of them;
- * the next class that needs a page takes one of those instead. */
+ * size to size would keep one resident page per class it ever used; the next class that needs a
+ * page takes one of those instead. */
 static pa_page *heap_take_idle(pa_heap *h, uint32_t cls) {
     for (uint64_t todo = h->idle; todo; todo &= todo - 1) {
         uint32_t c = (uint32_t)__builtin_ctzll(todo);
@@ -203,8 +203,8 @@ static pa_page *heap_take_idle(pa_heap *h, uint32_t cls) {
             continue;
         }
         /* Only a class the program has left: one that empties and refills (a realloc'd buffer
-         * moving up through the classes) would otherwise trade pages back and forth, re-carving
-         * each time (bench/realloc: +4.7 M instructions in pa_page_extend). */
+         * moving up through the classes) would otherwise trade pages back and forth, carving them
+         * afresh each time. */
         if (h->epoch - h->idle_since[c] < PA_IDLE_EPOCHS) continue;
         h->idle &= ~((uint64_t)1 << c);
         list_unlink(&h->avail[c], pg);
@@ -404,7 +404,7 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
     pa_heap *me = pa_tls_heap;
     /* Adopt only into a heap that allocates this class: an owner collects its pages' remote frees
      * when it allocates, so a thread that only frees (a main thread reaping its workers) would hold
-     * the page for ever while other threads' frees piled up on it (RSS 5 -> 128 MiB in 50 rounds). */
+     * the page for ever while other threads' frees piled up on it. */
     bool adopt = me->live && me->avail[pg->cls] != 0;
     if (pg->used == 0 || adopt) {
         list_unlink(&abandoned[pg->cls], pg);
@@ -413,8 +413,8 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
     if (pg->used == 0) {
         pa_pool_give(pg);
     } else if (adopt) {
-        /* Adopt it: this thread is freeing what a dead one allocated (a server's request objects,
-         * larson), and the next frees into the page should be local ones, not a trip through this
+        /* Adopt it: this thread is freeing what a dead one allocated (a server's request
+         * objects), and the next frees into the page should be local ones, not a trip through this
          * lock. Its free blocks serve this thread's mallocs of the class. */
         atomic_store_explicit(&pg->heap, me, memory_order_release);
         me->stats.adopted++;

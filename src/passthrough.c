@@ -43,9 +43,8 @@ size_t pa_sys_usable_size(void *p) {
  * lock, and gives that thread main_arena, whose count of attached threads starts at 1 for the main
  * thread. Under pyalloc the main thread may never call it: then the first passthrough calls come
  * from worker threads, two of them can both take main_arena without counting it, and the second to
- * exit aborts in __malloc_arena_thread_freeres ("a->attached_threads > 0"; seen in 1 of 20 runs of
- * bench/threads 4). Start glibc's allocator from our own start-up instead, in the thread that
- * loads us. */
+ * exit aborts in __malloc_arena_thread_freeres ("a->attached_threads > 0"). Start glibc's
+ * allocator from our own start-up instead, in the thread that loads us. */
 void pa_sys_prime(void) { __libc_free(__libc_malloc(1)); }
 
 /* glibc's own malloc_trim, for the passthrough's memory (our override hides it by name). */

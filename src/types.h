@@ -41,7 +41,8 @@
  * and push without fear of the page being recycled under it. Heap structures are recycled, never
  * unmapped, so a stale heap pointer still names valid memory.
  *
- * Lock order (fork takes them all in this order): init < heaps < abandoned < notify < pool.
+ * Lock order: heaps < abandoned < notify < pool; fork takes all four in that order (init.c). The
+ * start-up's init_lock is never held together with any of them, and fork does not take it.
  */
 #ifndef PA_TYPES_H
 #define PA_TYPES_H
@@ -58,7 +59,7 @@ typedef struct pa_block {
 } pa_block;
 
 enum pa_where { /* which list a page is on */
-    PA_W_NONE = 0,  /* never used */
+    PA_W_NONE = 0,  /* on no list: never used, or just taken from the pool (pa_page_init sets it up) */
     PA_W_AVAIL,     /* owner's avail[cls] list; the head is the current page */
     PA_W_FULL,      /* owner's full list: no free block when last looked */
     PA_W_ABANDONED, /* abandoned[cls]: its heap's thread exited */
