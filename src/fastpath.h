@@ -19,8 +19,7 @@ static inline void *pa_fast_malloc_small(size_t n) {
     pa_page *pg = h->direct[n];
     pa_block *b = pg->free;
     if (pa_likely(!pa_list_is_end(b))) {
-        pg->free = (pa_block *)(b->next ^ pg->key);
-        b->next = 0; /* a live block never shows a free link, and never shows the key */
+        pa_block_pop(pg, b);
         pg->used++;
         PA_STAT(h->nalloc[n]++);
         return b;
@@ -44,11 +43,8 @@ static inline void pa_fast_free(void *p) {
     pa_block *b = p;
     pa_heap *h = pa_tls_heap;
     if (pa_likely(pa_load_fast(&pg->heap) == h)) { /* this thread's (a FULL page too: see page_bias) */
-        uintptr_t key = pg->key;
-        if (pa_likely(pa_block_is_start(pg, off & PA_PAGE_MASK) &
-                      ((((b->next ^ key) ^ (uintptr_t)p) >> PA_PAGE_SHIFT) != 0))) {
-            b->next = (uintptr_t)pg->free ^ key;
-            pg->free = b;
+        if (pa_likely(pa_block_is_start(pg, off & PA_PAGE_MASK) & !pa_block_looks_free(pg, b))) {
+            pa_block_push(pg, b);
             if (pa_unlikely(--pg->used == 0)) pa_free_local_slow(h, pg);
             return;
         }

@@ -34,8 +34,7 @@ void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
     if (!pa_block_is_start(pg, (uintptr_t)b & PA_PAGE_MASK)) pa_free_invalid("free", b);
     if (pa_block_looks_free(pg, b) && free_is_listed(pg, b))
         pa_fatal("free(): double free detected", b);
-    b->next = (uintptr_t)pg->free ^ pg->key;
-    pg->free = b;
+    pa_block_push(pg, b);
     pg->used--;
     pa_free_local_slow(h, pg);
 }

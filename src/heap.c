@@ -278,8 +278,7 @@ void *pa_malloc_slow(pa_heap *h, size_t size) {
     if (!pg) return pa_sys_malloc(size);
     pa_block *b = pg->free;
     pa_assert(!pa_list_is_end(b));
-    pg->free = (pa_block *)(b->next ^ pg->key);
-    b->next = 0;
+    pa_block_pop(pg, b);
     pg->used++;
     PA_STAT(h->nalloc[size]++);
     return b;
@@ -369,7 +368,7 @@ void pa_free_remote(pa_page *pg, pa_block *b) {
     if (pa_unlikely(pa_block_looks_free(pg, b))) pa_fatal("free(): double free detected", b);
     pa_block *head = atomic_load_explicit(&pg->thread_free, memory_order_relaxed);
     do {
-        b->next = (uintptr_t)(head ? head : pa_list_end(pg)) ^ pg->key;
+        pa_block_set_next(pg, b, head ? head : pa_list_end(pg));
     } while (!atomic_compare_exchange_weak_explicit(&pg->thread_free, &head, b, memory_order_seq_cst,
                                                     memory_order_relaxed));
     if (pa_unlikely(atomic_load(&pg->fullstate) == PA_FS_FULL)) free_notify(pg);
@@ -398,8 +397,7 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
         pthread_mutex_unlock(&pa_abandoned_lock);
         pa_fatal("free(): double free detected", b);
     }
-    b->next = (uintptr_t)pg->free ^ pg->key;
-    pg->free = b;
+    pa_block_push(pg, b);
     pg->used--;
     pa_heap *me = pa_tls_heap;
     /* Adopt only into a heap that allocates this class: an owner collects its pages' remote frees

@@ -133,11 +133,33 @@ bool pa_page_list_contains(const pa_page *pg, pa_block *list, const pa_block *b)
 static inline bool pa_block_is_start(const pa_page *pg, uintptr_t poff) {
     return (uint32_t)((uint32_t)poff * pg->magic) < pa_load_fast(&pg->thresh);
 }
+
+/* ---- free lists: every link of a free block is read and written through these ----
+ * A free block's first word is the next free block XOR the page's key; a list ends in the page's
+ * end mark (start + 1), so every link, the last one too, decodes to an address in its own page. */
+static inline pa_block *pa_list_end(const pa_page *pg) { return (pa_block *)(pa_page_start(pg) | 1); }
+static inline bool pa_list_is_end(const pa_block *b) { return ((uintptr_t)b & 1) != 0; }
+/* The block after b on its list (or the end mark). */
+static inline pa_block *pa_block_next(const pa_page *pg, const pa_block *b) {
+    return (pa_block *)(b->next ^ pg->key);
+}
+static inline void pa_block_set_next(const pa_page *pg, pa_block *b, const pa_block *next) {
+    b->next = (uintptr_t)next ^ pg->key;
+}
+/* b onto the page's local free list (owner only). */
+static inline void pa_block_push(pa_page *pg, pa_block *b) {
+    pa_block_set_next(pg, b, pg->free);
+    pg->free = b;
+}
+/* b, the head of the page's local free list and not its end mark, off it, as a live block. */
+static inline void pa_block_pop(pa_page *pg, pa_block *b) {
+    pg->free = pa_block_next(pg, b);
+    b->next = 0; /* a live block never shows a free link, and never shows the key */
+}
 /* The cheap double-free test: a live block's first word never decodes into its own page. */
 static inline bool pa_block_looks_free(const pa_page *pg, const pa_block *b) {
-    return (((b->next ^ pg->key) ^ (uintptr_t)b) >> PA_PAGE_SHIFT) == 0;
+    return (((uintptr_t)pa_block_next(pg, b) ^ (uintptr_t)b) >> PA_PAGE_SHIFT) == 0;
 }
-static inline pa_block *pa_list_end(const pa_page *pg) { return (pa_block *)(pa_page_start(pg) | 1); }
 
 /* ---- heap.c: per-thread heaps, thread exit, abandoned pages ---- */
 extern __thread pa_heap *pa_tls_heap __attribute__((tls_model("initial-exec")));

@@ -5,9 +5,6 @@
  * calls these. */
 #include "internal.h"
 
-static inline pa_block *page_decode(const pa_page *pg, uintptr_t w) { return (pa_block *)(w ^ pg->key); }
-static inline uintptr_t page_encode(const pa_page *pg, const pa_block *b) { return (uintptr_t)b ^ pg->key; }
-
 void pa_page_init(pa_page *pg, pa_heap *h, uint32_t cls, uint64_t key) {
     uint32_t bsize = pa_class_size(cls);
     pg->key = (uintptr_t)key;
@@ -40,7 +37,7 @@ bool pa_page_extend(pa_page *pg) {
     pa_block *after = pg->free;
     for (uint32_t i = n; i-- > 0;) {
         pa_block *b = (pa_block *)(start + (size_t)i * bsize);
-        b->next = page_encode(pg, after);
+        pa_block_set_next(pg, b, after);
         after = b;
     }
     pg->free = after;
@@ -57,11 +54,11 @@ uint32_t pa_page_collect(pa_page *pg) {
     if (!head) return 0;
     uint32_t n = 1;
     pa_block *tail = head;
-    for (pa_block *nx; !pa_list_is_end(nx = page_decode(pg, tail->next)); tail = nx) {
+    for (pa_block *nx; !pa_list_is_end(nx = pa_block_next(pg, tail)); tail = nx) {
         n++;
         if (pa_unlikely(n > pa_class_blocks(pg->cls))) pa_fatal("corrupted free list in page", (void *)pa_page_start(pg));
     }
-    tail->next = page_encode(pg, pg->free);
+    pa_block_set_next(pg, tail, pg->free);
     pg->free = head;
     pa_assert(pg->used >= n);
     pg->used = (uint16_t)(pg->used - n);
@@ -73,7 +70,7 @@ bool pa_page_list_contains(const pa_page *pg, pa_block *list, const pa_block *b)
     for (uint32_t i = 0; list && !pa_list_is_end(list) && i <= limit; i++) {
         if (list == b) return true;
         if (((uintptr_t)list ^ pa_page_start(pg)) >> PA_PAGE_SHIFT) return false; /* corrupt link */
-        list = page_decode(pg, list->next);
+        list = pa_block_next(pg, list);
     }
     return false;
 }

@@ -101,10 +101,6 @@ typedef struct pa_page {
 
 _Static_assert(sizeof(pa_page) == PA_PAGE_DESC_SIZE, "page descriptor is two cache lines");
 
-/* Free lists end in a mark with bit 0 set that points into the page itself, so every link of a
- * free block - the last one too - decodes to an address in its own page. */
-static inline int pa_list_is_end(const pa_block *b) { return (int)((uintptr_t)b & 1); }
-
 /* Per-thread statistics, merged when read (the pool counts its own pages taken and returned). */
 typedef struct pa_heap_stats {
     uint64_t adopted;      /* abandoned pages taken over */

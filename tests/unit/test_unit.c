@@ -59,7 +59,7 @@ static uint32_t list_length(const pa_page *pg, pa_block *b) {
     uint32_t n = 0;
     while (!pa_list_is_end(b)) {
         n++;
-        b = (pa_block *)(b->next ^ pg->key);
+        b = pa_block_next(pg, b);
     }
     return n;
 }
@@ -81,8 +81,7 @@ static void test_page_carve_free_collect(void **state) {
         while (!pa_list_is_end(pg->free)) {
             pa_block *b = pg->free;
             assert_true(pa_block_is_start(pg, (uintptr_t)b & PA_PAGE_MASK));
-            pg->free = (pa_block *)(b->next ^ pg->key);
-            b->next = 0;
+            pa_block_pop(pg, b);
             assert_false(pa_block_looks_free(pg, b));
             pg->used++;
         }
@@ -96,7 +95,7 @@ static void test_page_carve_free_collect(void **state) {
     for (uint32_t i = 0; i < 10; i++) {
         pa_block *b = (pa_block *)(start + i * 48);
         pa_block *head = atomic_load(&pg->thread_free);
-        b->next = (uintptr_t)(head ? head : pa_list_end(pg)) ^ pg->key;
+        pa_block_set_next(pg, b, head ? head : pa_list_end(pg));
         atomic_store(&pg->thread_free, b);
         assert_true(pa_block_looks_free(pg, b));
     }
