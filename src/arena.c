@@ -23,9 +23,9 @@ size_t pa_reserved;
 pthread_mutex_t pa_pool_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct {
-    uint32_t dirty, dirty_tail; /* empty pages still resident: newest first, purged oldest first */
+    pa_page_list dirty;         /* empty pages still resident: newest first, purged oldest first */
     size_t ndirty;
-    uint32_t clean;             /* empty pages whose memory went back to the OS */
+    pa_page_list clean;         /* empty pages whose memory went back to the OS */
     size_t hiwater;             /* pages ever handed out */
     size_t committed;           /* pages committed */
     size_t max;                 /* pages reserved */
@@ -90,23 +90,19 @@ static void pool_expire(uint32_t now);
 #define PURGE_BATCH (PA_PURGE_BATCH >> PA_PAGE_SHIFT) /* pages */
 
 static void dirty_unlink(pa_page *pg) {
-    pa_page *n = pa_page_at(pg->next), *p = pa_page_at(pg->prev);
-    if (p) p->next = pg->next; else pool.dirty = pg->next;
-    if (n) n->prev = pg->prev; else pool.dirty_tail = pg->prev;
-    pg->next = pg->prev = 0;
+    pa_page_list_unlink(&pool.dirty, pg);
     pool.ndirty--;
 }
 
 pa_page *pa_pool_take(void) {
     pa_page *pg = NULL;
     pthread_mutex_lock(&pa_pool_lock);
-    if (pool.dirty) {
-        pg = pa_page_at(pool.dirty);
+    if (pool.dirty.head) {
+        pg = pa_page_at(pool.dirty.head);
         dirty_unlink(pg);
-    } else if (pool.clean) {
-        pg = pa_page_at(pool.clean);
-        pool.clean = pg->next;
-        pg->next = 0;
+    } else if (pool.clean.head) {
+        pg = pa_page_at(pool.clean.head);
+        pa_page_list_unlink(&pool.clean, pg);
     } else if (pool.hiwater < pool.committed || pool_grow()) {
         pg = &pa_pages[pool.hiwater++];
     }
@@ -115,7 +111,7 @@ pa_page *pa_pool_take(void) {
         pool.taken++;
         pg->where = pg->pooled = 0;
     }
-    if (pool.dirty_tail) pool_expire(pa_clock_ms());
+    if (pool.dirty.tail) pool_expire(pa_clock_ms());
     pthread_mutex_unlock(&pa_pool_lock);
     return pg;
 }
@@ -134,8 +130,7 @@ static size_t pool_purge_run(pa_page *pg, uint32_t now, bool force, size_t most)
         pa_page *q = &pa_pages[i];
         dirty_unlink(q);
         q->where = q->pooled = PA_W_CLEAN;
-        q->next = pool.clean;
-        pool.clean = i + 1;
+        pa_page_list_push(&pool.clean, q);
     }
     pa_os_decommit((void *)(pa_base + ((uintptr_t)lo << PA_PAGE_SHIFT)),
                    (size_t)(hi - lo + 1) << PA_PAGE_SHIFT);
@@ -149,14 +144,14 @@ static size_t pool_purge_run(pa_page *pg, uint32_t now, bool force, size_t most)
 static void pool_expire(uint32_t now) {
     size_t limit = pool_dirty_limit();
     if (pool.ndirty > limit) {
-        while (pool.ndirty > limit / 2) pool_purge_run(pa_page_at(pool.dirty_tail), now, true, SIZE_MAX);
+        while (pool.ndirty > limit / 2) pool_purge_run(pa_page_at(pool.dirty.tail), now, true, SIZE_MAX);
     }
     size_t done = 0;
-    while (done < PURGE_BATCH && pool.dirty_tail && page_expired(pa_page_at(pool.dirty_tail), now))
-        done += pool_purge_run(pa_page_at(pool.dirty_tail), now, false, PURGE_BATCH - done);
+    while (done < PURGE_BATCH && pool.dirty.tail && page_expired(pa_page_at(pool.dirty.tail), now))
+        done += pool_purge_run(pa_page_at(pool.dirty.tail), now, false, PURGE_BATCH - done);
     uint32_t deadline = UINT32_MAX;
-    if (pool.dirty_tail) {
-        deadline = pa_page_at(pool.dirty_tail)->dirty_since + pa_opt.purge_delay;
+    if (pool.dirty.tail) {
+        deadline = pa_page_at(pool.dirty.tail)->dirty_since + pa_opt.purge_delay;
         if (deadline == UINT32_MAX) deadline--; /* clock wrap: UINT32_MAX means "none" */
     }
     atomic_store_explicit(&pool_deadline, deadline, memory_order_relaxed);
@@ -168,11 +163,7 @@ void pa_pool_give(pa_page *pg) {
     pa_assert(pg->where != PA_W_DIRTY && pg->where != PA_W_CLEAN);
     pa_page_retire(pg);
     pg->where = pg->pooled = PA_W_DIRTY;
-    pg->prev = 0;
-    pg->next = pool.dirty;
-    if (pool.dirty) pa_page_at(pool.dirty)->prev = pa_page_link(pg);
-    else pool.dirty_tail = pa_page_link(pg);
-    pool.dirty = pa_page_link(pg);
+    pa_page_list_push(&pool.dirty, pg);
     pool.ndirty++;
     pool.live--;
     pool.returned++;
@@ -196,7 +187,7 @@ size_t pa_pool_trim(void) {
     size_t n = 0;
     pthread_mutex_lock(&pa_pool_lock);
     uint32_t now = pa_clock_ms();
-    while (pool.ndirty) n += pool_purge_run(pa_page_at(pool.dirty_tail), now, true, SIZE_MAX);
+    while (pool.ndirty) n += pool_purge_run(pa_page_at(pool.dirty.tail), now, true, SIZE_MAX);
     atomic_store_explicit(&pool_deadline, UINT32_MAX, memory_order_relaxed);
     pthread_mutex_unlock(&pa_pool_lock);
     return n;

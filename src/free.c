@@ -23,8 +23,8 @@ _Noreturn void pa_free_invalid(const char *fn, const void *p) { free_fatal(fn, "
 
 /* For the page's owner: is b on its local free list or its thread_free list? */
 static bool free_is_listed(const pa_page *pg, const pa_block *b) {
-    return pa_page_list_contains(pg, pg->free, b) ||
-           pa_page_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b);
+    return pa_block_list_contains(pg, pg->free, b) ||
+           pa_block_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b);
 }
 
 /* A free by the page's owner that failed a fast check: an interior pointer, or a first word that

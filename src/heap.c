@@ -20,30 +20,14 @@ pthread_mutex_t pa_abandoned_lock = PTHREAD_MUTEX_INITIALIZER;
 pthread_mutex_t pa_notify_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static pa_heap *heaps;                         /* every heap ever made (pa_heaps_lock) */
-static uint32_t abandoned[PA_NCLASS];          /* list heads (pa_abandoned_lock) */
+static pa_page_list abandoned[PA_NCLASS];      /* pa_abandoned_lock */
 static _Atomic uint32_t abandoned_n[PA_NCLASS]; /* lengths, read without the lock as a hint */
 
 uint16_t pa_class_size_lo[PA_NCLASS], pa_class_size_hi[PA_NCLASS];
 
-/* ---- lists of pages, linked by index ---- */
-
-static void list_push(uint32_t *head, pa_page *pg) {
-    pg->prev = 0;
-    pg->next = *head;
-    if (*head) pa_page_at(*head)->prev = pa_page_link(pg);
-    *head = pa_page_link(pg);
-}
-
-static void list_unlink(uint32_t *head, pa_page *pg) {
-    if (pg->prev) pa_page_at(pg->prev)->next = pg->next;
-    else *head = pg->next;
-    if (pg->next) pa_page_at(pg->next)->prev = pg->prev;
-    pg->next = pg->prev = 0;
-}
-
 /* Points every size that maps to cls at the head of avail[cls]. */
 static void heap_refresh_direct(pa_heap *h, uint32_t cls) {
-    pa_page *cur = pa_page_at(h->avail[cls]);
+    pa_page *cur = pa_page_at(h->avail[cls].head);
     if (!cur) cur = &page_empty;
     uint32_t lo = pa_class_size_lo[cls], hi = pa_class_size_hi[cls]; /* loaded once: the stores below
                                                                          could alias them */
@@ -87,7 +71,7 @@ static pa_heap *heap_create(void) {
     }
     for (uint32_t n = 0; n < PA_NDIRECT; n++) h->direct[n] = &page_empty;
     memset(h->avail, 0, sizeof h->avail);
-    h->full = 0;
+    h->full = (pa_page_list){0, 0};
     h->idle = 0;
     atomic_store_explicit(&h->notified, 0, memory_order_relaxed);
     h->rng ^= (uint64_t)__builtin_ia32_rdtsc();
@@ -153,9 +137,9 @@ static void heap_make_full(pa_heap *h, pa_page *pg) {
         pa_page_collect(pg);
         pa_heap_unfull(h, pg);
         /* now the head of avail, so that heap_find_page takes it */
-        if (h->avail[pg->cls] != pa_page_link(pg)) {
-            list_unlink(&h->avail[pg->cls], pg);
-            list_push(&h->avail[pg->cls], pg);
+        if (h->avail[pg->cls].head != pa_page_link(pg)) {
+            pa_page_list_unlink(&h->avail[pg->cls], pg);
+            pa_page_list_push(&h->avail[pg->cls], pg);
             heap_refresh_direct(h, pg->cls);
         }
         return;
@@ -164,9 +148,9 @@ static void heap_make_full(pa_heap *h, pa_page *pg) {
 }
 
 static void heap_page_to_full(pa_heap *h, pa_page *pg) {
-    list_unlink(&h->avail[pg->cls], pg);
+    pa_page_list_unlink(&h->avail[pg->cls], pg);
     pg->where = PA_W_FULL;
-    list_push(&h->full, pg);
+    pa_page_list_push(&h->full, pg);
     heap_refresh_direct(h, pg->cls);
     heap_make_full(h, pg);
 }
@@ -174,9 +158,9 @@ static void heap_page_to_full(pa_heap *h, pa_page *pg) {
 static pa_page *heap_adopt(pa_heap *h, uint32_t cls) {
     if (!pa_load_relaxed(&abandoned_n[cls])) return NULL;
     pthread_mutex_lock(&pa_abandoned_lock);
-    pa_page *pg = pa_page_at(abandoned[cls]);
+    pa_page *pg = pa_page_at(abandoned[cls].head);
     if (pg) {
-        list_unlink(&abandoned[cls], pg);
+        pa_page_list_unlink(&abandoned[cls], pg);
         atomic_fetch_sub_explicit(&abandoned_n[cls], 1, memory_order_relaxed);
         pg->where = PA_W_AVAIL;
         atomic_store_explicit(&pg->heap, h, memory_order_release);
@@ -184,7 +168,7 @@ static pa_page *heap_adopt(pa_heap *h, uint32_t cls) {
     pthread_mutex_unlock(&pa_abandoned_lock);
     if (pg) {
         h->stats.adopted++;
-        list_push(&h->avail[cls], pg);
+        pa_page_list_push(&h->avail[cls], pg);
         heap_refresh_direct(h, cls);
     }
     return pg;
@@ -197,7 +181,7 @@ static pa_page *heap_adopt(pa_heap *h, uint32_t cls) {
 static pa_page *heap_take_idle(pa_heap *h, uint32_t cls) {
     for (uint64_t todo = h->idle; todo; todo &= todo - 1) {
         uint32_t c = (uint32_t)__builtin_ctzll(todo);
-        pa_page *pg = pa_page_at(h->avail[c]);
+        pa_page *pg = pa_page_at(h->avail[c].head);
         if (c == cls || !pg || pg->used != 0) { /* in use again since it emptied */
             h->idle &= ~((uint64_t)1 << c);
             continue;
@@ -207,7 +191,7 @@ static pa_page *heap_take_idle(pa_heap *h, uint32_t cls) {
          * afresh each time. */
         if (h->epoch - h->idle_since[c] < PA_IDLE_EPOCHS) continue;
         h->idle &= ~((uint64_t)1 << c);
-        list_unlink(&h->avail[c], pg);
+        pa_page_list_unlink(&h->avail[c], pg);
         heap_refresh_direct(h, c);
         pa_page_retire(pg);
         return pg;
@@ -218,13 +202,13 @@ static pa_page *heap_take_idle(pa_heap *h, uint32_t cls) {
 /* A page of class cls with a free block, made current; NULL when the reservation is exhausted. */
 static pa_page *heap_find_page(pa_heap *h, uint32_t cls) {
     for (;;) {
-        pa_page *pg = pa_page_at(h->avail[cls]);
+        pa_page *pg = pa_page_at(h->avail[cls].head);
         while (pg) {
             pa_page_collect(pg);
             if (!pa_list_is_end(pg->free) || pa_page_extend(pg)) {
-                if (h->avail[cls] != pa_page_link(pg)) {
-                    list_unlink(&h->avail[cls], pg);
-                    list_push(&h->avail[cls], pg);
+                if (h->avail[cls].head != pa_page_link(pg)) {
+                    pa_page_list_unlink(&h->avail[cls], pg);
+                    pa_page_list_push(&h->avail[cls], pg);
                     heap_refresh_direct(h, cls);
                 }
                 return pg;
@@ -236,14 +220,14 @@ static pa_page *heap_find_page(pa_heap *h, uint32_t cls) {
         }
         if (pa_load_relaxed(&h->notified)) {
             heap_take_notified(h);
-            if (h->avail[cls]) continue;
+            if (h->avail[cls].head) continue;
         }
         if (heap_adopt(h, cls)) continue;
         if ((pg = heap_take_idle(h, cls)) != NULL) {
             /* an empty current page of a class this thread stopped using: already resident */
-        } else if (h->spare) {
-            pg = pa_page_at(h->spare);
-            list_unlink(&h->spare, pg);
+        } else if (h->spare.head) {
+            pg = pa_page_at(h->spare.head);
+            pa_page_list_unlink(&h->spare, pg);
             h->nspare--;
             pa_pool_tick(); /* a new page: a moment to give back pool pages that waited out the delay */
         } else {
@@ -252,7 +236,7 @@ static pa_page *heap_find_page(pa_heap *h, uint32_t cls) {
         }
         h->epoch++;
         pa_page_init(pg, h, cls, heap_key(h));
-        list_push(&h->avail[cls], pg);
+        pa_page_list_push(&h->avail[cls], pg);
         heap_refresh_direct(h, cls);
         pa_page_extend(pg);
         return pg;
@@ -287,13 +271,13 @@ void *pa_malloc_slow(pa_heap *h, size_t size) {
 /* Release an empty page that is not the current one of its class. */
 static void heap_release(pa_heap *h, pa_page *pg) {
     if (atomic_load(&pg->fullstate) == PA_FS_NOTIFIED) heap_take_notified(h); /* unqueue it first */
-    list_unlink(&h->avail[pg->cls], pg);
+    pa_page_list_unlink(&h->avail[pg->cls], pg);
     heap_refresh_direct(h, pg->cls);
     atomic_store_explicit(&pg->heap, NULL, memory_order_relaxed);
     if (h->nspare < PA_SPARE_MAX) { /* kept for this heap's next page: no pool lock either way */
         pa_page_retire(pg);
         pg->where = PA_W_SPARE;
-        list_push(&h->spare, pg);
+        pa_page_list_push(&h->spare, pg);
         h->nspare++;
         return;
     }
@@ -305,14 +289,14 @@ static void heap_release(pa_heap *h, pa_page *pg) {
 static void heap_insert_avail(pa_heap *h, pa_page *pg) {
     uint32_t cls = pg->cls;
     pg->where = PA_W_AVAIL;
-    pa_page *head = pa_page_at(h->avail[cls]);
+    pa_page *head = pa_page_at(h->avail[cls].head);
     if (head) {
         pg->prev = pa_page_link(head);
         pg->next = head->next;
         if (head->next) pa_page_at(head->next)->prev = pa_page_link(pg);
         head->next = pa_page_link(pg);
     } else {
-        list_push(&h->avail[cls], pg);
+        pa_page_list_push(&h->avail[cls], pg);
         heap_refresh_direct(h, cls);
     }
 }
@@ -320,7 +304,7 @@ static void heap_insert_avail(pa_heap *h, pa_page *pg) {
 /* A FULL page of h got a block back: onto avail, behind the current page. */
 void pa_heap_unfull(pa_heap *h, pa_page *pg) {
     page_unbias(pg);
-    list_unlink(&h->full, pg);
+    pa_page_list_unlink(&h->full, pg);
     heap_insert_avail(h, pg);
     uint8_t expect = PA_FS_FULL;
     atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_NONE);
@@ -331,7 +315,7 @@ void pa_free_local_slow(pa_heap *h, pa_page *pg) {
     /* An empty current page stays: a thread that mallocs and frees one block must not churn pages
      * (until another class needs a page: heap_take_idle). */
     if (pg->used == 0) {
-        if (h->avail[pg->cls] != pa_page_link(pg)) heap_release(h, pg);
+        if (h->avail[pg->cls].head != pa_page_link(pg)) heap_release(h, pg);
         else {
             h->idle |= (uint64_t)1 << pg->cls;
             h->idle_since[pg->cls] = h->epoch;
@@ -393,7 +377,7 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
         pa_free_invalid("free", b);
     }
     pa_page_collect(pg);
-    if (pa_block_looks_free(pg, b) && pa_page_list_contains(pg, pg->free, b)) {
+    if (pa_block_looks_free(pg, b) && pa_block_list_contains(pg, pg->free, b)) {
         pthread_mutex_unlock(&pa_abandoned_lock);
         pa_fatal("free(): double free detected", b);
     }
@@ -403,9 +387,9 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
     /* Adopt only into a heap that allocates this class: an owner collects its pages' remote frees
      * when it allocates, so a thread that only frees (a main thread reaping its workers) would hold
      * the page for ever while other threads' frees piled up on it. */
-    bool adopt = me->live && me->avail[pg->cls] != 0;
+    bool adopt = me->live && me->avail[pg->cls].head != 0;
     if (pg->used == 0 || adopt) {
-        list_unlink(&abandoned[pg->cls], pg);
+        pa_page_list_unlink(&abandoned[pg->cls], pg);
         atomic_fetch_sub_explicit(&abandoned_n[pg->cls], 1, memory_order_relaxed);
     }
     if (pg->used == 0) {
@@ -430,7 +414,7 @@ static void heap_abandon(pa_heap *h) {
     /* First detach every page from h, so remote freers stop pushing and queueing for it ... */
     pthread_mutex_lock(&pa_notify_lock);
     for (uint32_t c = 0; c <= PA_NCLASS; c++) {
-        uint32_t l = c < PA_NCLASS ? h->avail[c] : h->full;
+        uint32_t l = c < PA_NCLASS ? h->avail[c].head : h->full.head;
         for (; l; l = pa_page_at(l)->next) {
             pa_page *pg = pa_page_at(l);
             atomic_store_explicit(&pg->heap, NULL, memory_order_release);
@@ -441,7 +425,7 @@ static void heap_abandon(pa_heap *h) {
     pthread_mutex_unlock(&pa_notify_lock);
     /* ... then give back the empty ones and leave the rest to whoever needs their class next. */
     for (uint32_t c = 0; c <= PA_NCLASS; c++) {
-        uint32_t l = c < PA_NCLASS ? h->avail[c] : h->full;
+        uint32_t l = c < PA_NCLASS ? h->avail[c].head : h->full.head;
         while (l) {
             pa_page *pg = pa_page_at(l);
             l = pg->next;
@@ -452,16 +436,16 @@ static void heap_abandon(pa_heap *h) {
                 pa_pool_give(pg);
             } else {
                 pg->where = PA_W_ABANDONED;
-                list_push(&abandoned[pg->cls], pg);
+                pa_page_list_push(&abandoned[pg->cls], pg);
                 atomic_fetch_add_explicit(&abandoned_n[pg->cls], 1, memory_order_relaxed);
             }
         }
-        if (c < PA_NCLASS) h->avail[c] = 0;
+        if (c < PA_NCLASS) h->avail[c] = (pa_page_list){0, 0};
     }
-    h->full = 0;
-    while (h->spare) {
-        pa_page *pg = pa_page_at(h->spare);
-        list_unlink(&h->spare, pg);
+    h->full = (pa_page_list){0, 0};
+    while (h->spare.head) {
+        pa_page *pg = pa_page_at(h->spare.head);
+        pa_page_list_unlink(&h->spare, pg);
         pa_pool_give(pg);
     }
     h->nspare = 0;

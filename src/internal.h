@@ -110,6 +110,30 @@ uint32_t pa_clock_ms(void);                   /* monotonic, coarse; never alloca
 static inline uint32_t pa_page_index(const pa_page *pg) { return (uint32_t)(pg - pa_pages); }
 static inline pa_page *pa_page_at(uint32_t link) { return link ? &pa_pages[link - 1] : NULL; }
 static inline uint32_t pa_page_link(const pa_page *pg) { return pg ? pa_page_index(pg) + 1 : 0; }
+
+/* Lists of pages (types.h): whoever owns the list (a heap's thread, or the lock that guards it)
+ * calls these. */
+static inline void pa_page_list_push(pa_page_list *l, pa_page *pg) { /* at the head */
+    pg->prev = 0;
+    pg->next = l->head;
+    if (l->head) pa_page_at(l->head)->prev = pa_page_link(pg);
+    else l->tail = pa_page_link(pg);
+    l->head = pa_page_link(pg);
+}
+static inline void pa_page_list_insert_after(pa_page_list *l, pa_page *after, pa_page *pg) {
+    pg->prev = pa_page_link(after);
+    pg->next = after->next;
+    if (after->next) pa_page_at(after->next)->prev = pa_page_link(pg);
+    else l->tail = pa_page_link(pg);
+    after->next = pa_page_link(pg);
+}
+static inline void pa_page_list_unlink(pa_page_list *l, pa_page *pg) {
+    if (pg->prev) pa_page_at(pg->prev)->next = pg->next;
+    else l->head = pg->next;
+    if (pg->next) pa_page_at(pg->next)->prev = pg->prev;
+    else l->tail = pg->prev;
+    pg->next = pg->prev = 0;
+}
 static inline uintptr_t pa_page_start(const pa_page *pg) {
     return pa_base + ((uintptr_t)pa_page_index(pg) << PA_PAGE_SHIFT);
 }
@@ -129,7 +153,7 @@ void pa_page_init(pa_page *pg, struct pa_heap *h, uint32_t cls, uint64_t key);
 void pa_page_retire(pa_page *pg);           /* empty and out of use: no class, no block starts */
 bool pa_page_extend(pa_page *pg);            /* carve fresh blocks; false if the page has none left */
 uint32_t pa_page_collect(pa_page *pg);       /* move thread_free into free; returns blocks moved */
-bool pa_page_list_contains(const pa_page *pg, pa_block *list, const pa_block *b);
+bool pa_block_list_contains(const pa_page *pg, pa_block *list, const pa_block *b);
 static inline bool pa_block_is_start(const pa_page *pg, uintptr_t poff) {
     return (uint32_t)((uint32_t)poff * pg->magic) < pa_load_fast(&pg->thresh);
 }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT
  * One page's blocks: set a page up for a size class, carve fresh blocks from its untouched tail,
  * and take in the blocks other threads freed into it. Exports pa_page_init, pa_page_extend,
- * pa_page_collect, pa_page_list_contains. Only the page's owner (or a holder of abandoned_lock)
+ * pa_page_collect, pa_block_list_contains. Only the page's owner (or a holder of abandoned_lock)
  * calls these. */
 #include "internal.h"
 
@@ -65,7 +65,7 @@ uint32_t pa_page_collect(pa_page *pg) {
     return n;
 }
 
-bool pa_page_list_contains(const pa_page *pg, pa_block *list, const pa_block *b) {
+bool pa_block_list_contains(const pa_page *pg, pa_block *list, const pa_block *b) {
     uint32_t limit = pa_class_blocks(pg->cls);
     for (uint32_t i = 0; list && !pa_list_is_end(list) && i <= limit; i++) {
         if (list == b) return true;

@@ -72,6 +72,12 @@ enum pa_fullstate { PA_FS_NONE = 0, PA_FS_FULL, PA_FS_NOTIFIED };
 
 struct pa_heap;
 
+/* A list of pages linked through their next and prev (page index + 1; 0 = none): a heap's avail,
+ * full and spare lists, the abandoned lists, the pool's dirty and clean lists (internal.h). */
+typedef struct pa_page_list {
+    uint32_t head, tail;
+} pa_page_list;
+
 /* One per page, 128 bytes: everything free and malloc touch is in the first 64. */
 typedef struct pa_page {
     pa_block *free;                    /* local free list (owner only), ends in pa_list_end() */
@@ -110,8 +116,8 @@ typedef struct pa_heap_stats {
 typedef struct pa_heap {
     pa_page *direct[PA_NDIRECT]; /* by request size: the current page of that size's class (4 KiB,
                                     two instructions shorter than indexing by (size + 7) >> 3) */
-    uint32_t avail[PA_NCLASS];   /* list heads (page index + 1) */
-    uint32_t full;               /* list head */
+    pa_page_list avail[PA_NCLASS]; /* pages with free blocks (when last looked) */
+    pa_page_list full;           /* pages without (PA_W_FULL) */
     _Atomic uint32_t notified;   /* pages that got remote frees while FULL (notify_lock) */
     uint64_t rng;                /* page keys */
     struct pa_heap *next_heap;   /* registry of all heaps, live or free */
@@ -120,7 +126,7 @@ typedef struct pa_heap {
     uint64_t idle;               /* classes whose current page went empty (a hint: checked on use) */
     uint32_t epoch;              /* new pages this heap has started */
     uint32_t idle_since[PA_NCLASS]; /* epoch at which the class's current page went empty */
-    uint32_t spare;              /* empty pages kept back from the pool (list head) */
+    pa_page_list spare;          /* empty pages kept back from the pool */
     pa_heap_stats stats;
 #if PA_STATS
     /* Counted by this thread only, summed over every heap when read (stats.c). */

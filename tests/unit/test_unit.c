@@ -102,8 +102,8 @@ static void test_page_carve_free_collect(void **state) {
     assert_int_equal(pa_page_collect(pg), 10);
     assert_int_equal(pg->used, carved - 10);
     assert_int_equal(list_length(pg, pg->free), 10);
-    assert_true(pa_page_list_contains(pg, pg->free, (pa_block *)(start + 9 * 48)));
-    assert_false(pa_page_list_contains(pg, pg->free, (pa_block *)(start + 10 * 48)));
+    assert_true(pa_block_list_contains(pg, pg->free, (pa_block *)(start + 9 * 48)));
+    assert_false(pa_block_list_contains(pg, pg->free, (pa_block *)(start + 10 * 48)));
     atomic_store(&pg->heap, NULL);
     pa_pool_give(pg);
 }
