@@ -41,7 +41,7 @@ __attribute__((noinline)) static void *realloc_small(pa_page *pg, void *p, size_
     }
     size_t bsize = pg->bsize;
     /* Stay put when the size keeps its class, or shrinks by less than a quarter (as pymalloc). */
-    if (n <= bsize && (pa_class_size(pa_class_of[(n + 7) >> 3]) == bsize || 4 * n > 3 * bsize)) return p;
+    if (n <= bsize && (pa_class_size(pa_class_for(n)) == bsize || 4 * n > 3 * bsize)) return p;
     void *q = n <= PA_SMALL ? pa_fast_malloc_small(n) : pa_sys_malloc(realloc_size(n));
     if (!q) return NULL; /* errno is ENOMEM; p is untouched */
     memcpy(q, p, n < bsize ? n : bsize);

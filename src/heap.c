@@ -23,8 +23,6 @@ static pa_heap *heaps;                         /* every heap ever made (pa_heaps
 static pa_page_list abandoned[PA_NCLASS];      /* pa_abandoned_lock */
 static _Atomic uint32_t abandoned_n[PA_NCLASS]; /* lengths, read without the lock as a hint */
 
-uint16_t pa_class_size_lo[PA_NCLASS], pa_class_size_hi[PA_NCLASS];
-
 /* Points every size that maps to cls at the head of avail[cls]. */
 static void heap_refresh_direct(pa_heap *h, uint32_t cls) {
     pa_page *cur = pa_page_at(h->avail[cls].head);
@@ -257,7 +255,7 @@ void *pa_malloc_slow(pa_heap *h, size_t size) {
     if (h == &pa_heap_empty || h == &pa_heap_dead) {
         if (!(h = pa_heap_attach())) return pa_sys_malloc(size);
     }
-    uint32_t cls = pa_class_of[(size + 7) >> 3];
+    uint32_t cls = pa_class_for(size);
     pa_page *pg = heap_find_page(h, cls);
     if (!pg) return pa_sys_malloc(size);
     pa_block *b = pg->free;

@@ -81,11 +81,8 @@ void pa_os_decommit(void *p, size_t size);
 void *pa_os_map(size_t size);
 void pa_os_unmap(void *p, size_t size);
 
-/* ---- sizeclass (built in init.c): size -> class ---- */
-extern uint8_t pa_class_of[PA_NWORDS];  /* (size + 7) >> 3 -> class */
-extern uint16_t pa_class_size_lo[PA_NCLASS], pa_class_size_hi[PA_NCLASS]; /* request sizes per class */
-static inline uint32_t pa_class_size(uint32_t cls) { return (cls + 1) * 8; }
-static inline uint32_t pa_class_blocks(uint32_t cls) { return (uint32_t)(PA_PAGE_SIZE / pa_class_size(cls)); }
+/* ---- sizeclass.h, sizeclass.c: size -> class ---- */
+#include "sizeclass.h"
 
 /* ---- arena.c: the reservation, and the global pool of pages ---- */
 /* The reservation; the fast paths read these (separate variables: each one RIP-relative load). */

@@ -76,7 +76,7 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
 #if PA_STATS
             for (uint32_t n = 0; n < PA_NDIRECT; n++) {
                 uint64_t k = RD(h->nalloc[n]);
-                uint32_t c = pa_class_of[(n + 7) >> 3];
+                uint32_t c = pa_class_for(n);
                 allocs[c] += k;
                 requested[c] += k * n;
             }
@@ -114,8 +114,7 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
     /* The classes this mode serves (a class no request size maps to does not exist here). */
     unsigned k = 0;
     for (uint32_t c = 0; c < PA_NCLASS; c++) {
-        if (ready && pa_class_size_lo[c] > pa_class_size_hi[c]) continue;
-        if (!ready && pa_opt.align == 16 && c > 0 && (c & 1) == 0) continue;
+        if (!pa_class_served(c, pa_opt.align)) continue;
         struct pa_class_stats *s = &out->classes[k++];
         s->size = pa_class_size(c);
         s->allocs = allocs[c];

@@ -72,7 +72,7 @@ static pa_page *page_of(void *p) {
     return pg;
 }
 
-static uint32_t blocks_of(size_t size) { return pa_class_blocks(pa_class_of[(size + 7) >> 3]); }
+static uint32_t blocks_of(size_t size) { return pa_class_blocks(pa_class_for(size)); }
 
 /* ---- FULL pages come back in bulk ---- */
 
@@ -210,7 +210,7 @@ static void idle_steal(void *arg) {
     size_t size = 32 + 16 * PA_IDLE_EPOCHS;
     q[PA_IDLE_EPOCHS] = pa_malloc(size);
     CHECK_EQ(page_of(q[PA_IDLE_EPOCHS]), idle);
-    CHECK_EQ(idle->bsize, pa_class_size(pa_class_of[(size + 7) >> 3]));
+    CHECK_EQ(idle->bsize, pa_class_size(pa_class_for(size)));
     CHECK(h->direct[16] != idle, "same pointer");
     p = pa_malloc(16); /* its old class starts a page of its own */
     CHECK(page_of(p) != idle, "same pointer");

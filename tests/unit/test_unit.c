@@ -42,7 +42,7 @@ static void test_size_classes_follow_the_mode(void **state) {
     const char *env = getenv("PYALLOC_ALIGN");
     assert_int_equal(mode, env && strcmp(env, "8") == 0 ? 8 : 16);
     for (uint32_t n = 0; n <= PA_SMALL; n++) {
-        uint32_t size = pa_class_size(pa_class_of[(n + 7) >> 3]);
+        uint32_t size = pa_class_size(pa_class_for(n));
         uint32_t want = n <= 8 ? 8 : (mode == 16 ? (n + 15) & ~15u : (n + 7) & ~7u);
         assert_int_equal(size, want);
         void *p = pa_malloc(n);
