@@ -1,11 +1,14 @@
 /* SPDX-License-Identifier: MIT
  * The allocation side of the API: malloc, calloc, realloc, the aligned family and
  * malloc_usable_size, each deciding between the pools (<= 512 bytes, alignment <= 16) and glibc.
- * Exports the pa_* functions declared in include/pyalloc.h (free is in free.c). */
+ * Exports the pa_* functions of include/pyalloc.h but pa_free (free.c) and the statistics (stats.c),
+ * and pa_calloc_h and pa_realloc_h, hidden aliases for override.c. */
 #include "fastpath.h"
 
 #include <errno.h>
 #include <string.h>
+
+#include "pyalloc.h"
 
 PA_API void *pa_malloc(size_t n) { return pa_fast_malloc(n); }
 

@@ -1,9 +1,15 @@
 /* SPDX-License-Identifier: MIT
  * free and the checks behind it: foreign pointers to glibc, interior pointers and double frees to a
- * one-line message and abort. Exports pa_free, pa_free_local_check, pa_check_live. */
+ * one-line message and abort; what a free by the page's owner does when the page fills or empties;
+ * frees into pages this thread does not own (another thread's: pushed onto the page's thread_free
+ * list; an abandoned one's: under abandoned_lock, where the freeing thread may adopt the page).
+ * Exports pa_free, pa_free_invalid, pa_free_local_check, pa_free_local_slow, pa_free_remote and
+ * pa_check_live. */
 #include "fastpath.h"
 
 #include <string.h>
+
+#include "pyalloc.h"
 
 PA_API void pa_free(void *p) { pa_fast_free(p); }
 
@@ -37,6 +43,82 @@ void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
     pa_block_push(pg, b);
     pg->used--;
     pa_free_local_slow(h, pg);
+}
+
+/* After a free by the page's owner: the page was FULL (its biased count ran out) or is empty. */
+void pa_free_local_slow(pa_heap *h, pa_page *pg) {
+    if (pg->where == PA_W_FULL) pa_page_unfull(h, pg);
+    if (pg->used == 0) {
+        pa_page_emptied(h, pg);
+        pa_pool_tick(); /* a page emptied: pool pages that waited out the delay can go now */
+    }
+}
+
+/* ---- frees into pages this thread does not own ---- */
+
+static void free_abandoned(pa_page *pg, pa_block *b);
+
+void pa_free_remote(pa_page *pg, pa_block *b) {
+    pa_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
+    if (!owner) {
+        free_abandoned(pg, b);
+        return;
+    }
+    uintptr_t poff = (uintptr_t)b & PA_PAGE_MASK;
+    if (pa_unlikely(!pa_block_is_start(pg, poff))) pa_free_invalid("free", b);
+    /* No way to walk the owner's free list from here: a first word that decodes like a free link
+     * (1 in 2^50 for live data, the key being secret) is taken as the double free it almost surely is. */
+    if (pa_unlikely(pa_block_looks_free(pg, b))) pa_fatal("free(): double free detected", b);
+    pa_block *head = atomic_load_explicit(&pg->thread_free, memory_order_relaxed);
+    do {
+        pa_block_set_next(pg, b, head ? head : pa_list_end(pg));
+    } while (!atomic_compare_exchange_weak_explicit(&pg->thread_free, &head, b, memory_order_seq_cst,
+                                                    memory_order_relaxed));
+    if (pa_unlikely(atomic_load(&pg->fullstate) == PA_FS_FULL)) pa_page_notify(pg);
+    pa_heap *me = pa_tls_heap;
+    if (me->live) me->stats.remote_frees++;
+    else atomic_fetch_add_explicit(&pa_orphan_remote_frees, 1, memory_order_relaxed);
+}
+
+static void free_abandoned(pa_page *pg, pa_block *b) {
+    pthread_mutex_lock(&pa_abandoned_lock);
+    if (pa_load_relaxed(&pg->heap)) { /* adopted meanwhile */
+        pthread_mutex_unlock(&pa_abandoned_lock);
+        pa_free_remote(pg, b);
+        return;
+    }
+    if (pg->where != PA_W_ABANDONED) {
+        pthread_mutex_unlock(&pa_abandoned_lock);
+        pa_fatal("free(): double free or invalid pointer (page not in use)", b);
+    }
+    if (!pa_block_is_start(pg, (uintptr_t)b & PA_PAGE_MASK)) {
+        pthread_mutex_unlock(&pa_abandoned_lock);
+        pa_free_invalid("free", b);
+    }
+    pa_page_collect(pg);
+    if (pa_block_looks_free(pg, b) && pa_block_list_contains(pg, pg->free, b)) {
+        pthread_mutex_unlock(&pa_abandoned_lock);
+        pa_fatal("free(): double free detected", b);
+    }
+    pa_block_push(pg, b);
+    pg->used--;
+    pa_heap *me = pa_tls_heap;
+    if (pg->used == 0) {
+        pa_heap_unabandon(pg);
+        pa_pool_give(pg);
+    } else if (me->live && me->avail[pg->cls].head != 0) {
+        /* Adopt it: this thread is freeing what a dead one allocated (a server's request objects),
+         * and the next frees into the page should be local ones, not a trip through this lock. Its
+         * free blocks serve this thread's mallocs of the class. Only a heap that allocates the
+         * class adopts: an owner collects its pages' remote frees when it allocates, so a thread
+         * that only frees (a main thread reaping its workers) would hold the page for ever while
+         * other threads' frees piled up on it. */
+        pa_heap_adopt_page(me, pg);
+        pthread_mutex_unlock(&pa_abandoned_lock);
+        pa_page_insert_avail(me, pg);
+        return;
+    }
+    pthread_mutex_unlock(&pa_abandoned_lock);
 }
 
 void pa_check_live(const char *fn, pa_page *pg, const void *p) {

@@ -145,12 +145,19 @@ static inline bool pa_in_reservation(const void *p) {
     return (uintptr_t)p - pa_base < pa_reserved; /* 0 when nothing is reserved */
 }
 
-/* ---- page.c: one page's blocks ---- */
+/* ---- page.c: one page's blocks, and a heap's pages ---- */
+extern pa_page pa_page_empty;               /* no free block: direct[] of sizes without a page */
 void pa_page_init(pa_page *pg, struct pa_heap *h, uint32_t cls, uint64_t key);
 void pa_page_retire(pa_page *pg);           /* empty and out of use: no class, no block starts */
 bool pa_page_extend(pa_page *pg);            /* carve fresh blocks; false if the page has none left */
 uint32_t pa_page_collect(pa_page *pg);       /* move thread_free into free; returns blocks moved */
 bool pa_block_list_contains(const pa_page *pg, pa_block *list, const pa_block *b);
+void *pa_malloc_slow(pa_heap *h, size_t size);     /* the current page of size's class ran dry */
+void pa_page_unbias(pa_page *pg);                  /* a FULL page's used back to the true count */
+void pa_page_unfull(pa_heap *h, pa_page *pg);      /* a FULL page of h has a free block again */
+void pa_page_emptied(pa_heap *h, pa_page *pg);     /* h's page has no block out: keep or release */
+void pa_page_insert_avail(pa_heap *h, pa_page *pg); /* onto avail, behind the current page */
+void pa_page_notify(pa_page *pg);                  /* a remote free landed in a FULL page */
 static inline bool pa_block_is_start(const pa_page *pg, uintptr_t poff) {
     return (uint32_t)((uint32_t)poff * pg->magic) < pa_load_fast(&pg->thresh);
 }
@@ -182,23 +189,24 @@ static inline bool pa_block_looks_free(const pa_page *pg, const pa_block *b) {
     return (((uintptr_t)pa_block_next(pg, b) ^ (uintptr_t)b) >> PA_PAGE_SHIFT) == 0;
 }
 
-/* ---- heap.c: per-thread heaps, thread exit, abandoned pages ---- */
+/* ---- heap.c: per-thread heaps, abandoned pages, thread exit ---- */
 extern __thread pa_heap *pa_tls_heap __attribute__((tls_model("initial-exec")));
-extern pa_heap pa_heap_empty;
-extern pa_heap pa_heap_dead;
+extern pa_heap pa_heap_empty;   /* a thread's heap before it has one: every direct[] slot empty */
+extern pa_heap pa_heap_dead;    /* ... and after its exit hook */
 extern pthread_mutex_t pa_heaps_lock, pa_abandoned_lock, pa_notify_lock;
-void *pa_malloc_slow(pa_heap *h, size_t size);
 pa_heap *pa_heap_attach(void); /* this thread's heap, created on first use; NULL if it cannot have one */
-void pa_free_local_slow(pa_heap *h, pa_page *pg);   /* after a local free: page was full or is empty */
-void pa_heap_unfull(pa_heap *h, pa_page *pg);       /* a FULL page of h has a free block again */
-void pa_free_remote(pa_page *pg, pa_block *b);      /* b in pg, which this thread does not own */
-void pa_heap_thread_exit(void *arg);
 pa_heap *pa_heap_first(void);                       /* registry walk, under pa_heaps_lock */
+pa_page *pa_heap_adopt(pa_heap *h, uint32_t cls);   /* an abandoned page of cls, now h's, or NULL */
+void pa_heap_adopt_page(pa_heap *h, pa_page *pg);   /* under abandoned_lock: pg becomes h's */
+void pa_heap_unabandon(pa_page *pg);                /* under abandoned_lock: off its abandoned list */
+void pa_heap_thread_exit(void *arg);
+#if PA_STATS
+void pa_heap_sys_first(size_t n) PA_COLD; /* a passthrough request of a thread without a heap */
+#endif
 
 /* ---- stats.c: counters kept per thread (in its heap), merged when read ---- */
 #if PA_STATS
 extern _Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes;
-void pa_stat_sys_first(size_t n) PA_COLD;
 static inline void pa_stat_sys(size_t n) {
     pa_heap *h = pa_tls_heap;
     if (pa_likely(h->live)) {
@@ -206,7 +214,7 @@ static inline void pa_stat_sys(size_t n) {
         __asm__("" : "+m"(h->sys_calls)); /* two adds to memory, not seven SSE instructions */
         h->sys_bytes += n;
     } else {
-        pa_stat_sys_first(n); /* no heap yet: attach one, so the next calls count without atomics */
+        pa_heap_sys_first(n); /* no heap yet: attach one, so the next calls count without atomics */
     }
 }
 #define PA_STAT(x) x
@@ -221,6 +229,8 @@ void pa_stats_at_exit(void); /* the PYALLOC_STATS report, if asked for */
 
 /* ---- free.c ---- */
 _Noreturn void pa_free_invalid(const char *fn, const void *p) PA_COLD;
+void pa_free_local_slow(pa_heap *h, pa_page *pg);   /* after the owner's free: page was FULL or is empty */
+void pa_free_remote(pa_page *pg, pa_block *b);      /* b in pg, which this thread does not own */
 /* Checks p as a live block of pg for realloc/usable size; aborts naming fn if it is not. */
 void pa_check_live(const char *fn, pa_page *pg, const void *p);
 

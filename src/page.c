@@ -1,9 +1,18 @@
 /* SPDX-License-Identifier: MIT
- * One page's blocks: set a page up for a size class, carve fresh blocks from its untouched tail,
- * and take in the blocks other threads freed into it. Exports pa_page_init, pa_page_extend,
- * pa_page_collect, pa_block_list_contains. Only the page's owner (or a holder of abandoned_lock)
- * calls these. */
+ * Pages: one page's blocks (set a page up for a size class, carve fresh blocks from its untouched
+ * tail, take in the blocks other threads freed into it), and a heap's pages (its avail, full and
+ * spare lists and direct[] table): the malloc slow path that finds or starts a page with a free
+ * block, the FULL-page protocol (bias, and the notification remote freers send), the idle-class
+ * and spare-page policies, and what becomes of a page that empties.
+ * Exports pa_page_init, pa_page_retire, pa_page_extend, pa_page_collect, pa_block_list_contains,
+ * pa_page_empty, pa_malloc_slow, pa_page_unbias, pa_page_unfull, pa_page_emptied,
+ * pa_page_insert_avail and pa_page_notify. Only the page's owner (or a holder of abandoned_lock,
+ * for an abandoned page) calls these, but for pa_page_notify. See types.h for who may touch a
+ * page and when. */
 #include "internal.h"
+
+/* Its free list is empty: every direct[] slot of a heap with no page of that size points here. */
+pa_page pa_page_empty = {.free = (pa_block *)1};
 
 void pa_page_init(pa_page *pg, pa_heap *h, uint32_t cls, uint64_t key) {
     uint32_t bsize = pa_class_size(cls);
@@ -81,4 +90,243 @@ void pa_page_retire(pa_page *pg) {
     pg->free = (pa_block *)1;
     pg->used = 0;
     pa_store_relaxed(&pg->thresh, 0); /* no offset is a block start: frees into it are refused */
+}
+
+/* ---- a heap's pages ---- */
+
+/* Points every size that maps to cls at the head of avail[cls]. */
+static void queue_refresh_direct(pa_heap *h, uint32_t cls) {
+    pa_page *cur = pa_page_at(h->avail[cls].head);
+    if (!cur) cur = &pa_page_empty;
+    uint32_t lo = pa_class_size_lo[cls], hi = pa_class_size_hi[cls]; /* loaded once: the stores below
+                                                                         could alias them */
+    if (h->direct[hi] == cur) return;
+    for (uint32_t n = lo; n <= hi; n++) h->direct[n] = cur;
+}
+
+/* pg, on h's avail list, becomes the current page of its class. */
+static void queue_make_current(pa_heap *h, pa_page *pg) {
+    pa_page_list *l = &h->avail[pg->cls];
+    if (l->head == pa_page_link(pg)) return;
+    pa_page_list_unlink(l, pg);
+    pa_page_list_push(l, pg);
+    queue_refresh_direct(h, pg->cls);
+}
+
+/* pg onto h's avail list, behind the current page, which stays current (or as the current page
+ * if there is none). */
+void pa_page_insert_avail(pa_heap *h, pa_page *pg) {
+    pa_page_list *l = &h->avail[pg->cls];
+    pg->where = PA_W_AVAIL;
+    pa_page *head = pa_page_at(l->head);
+    if (head) {
+        pa_page_list_insert_after(l, head, pg);
+    } else {
+        pa_page_list_push(l, pg);
+        queue_refresh_direct(h, pg->cls);
+    }
+}
+
+static uint64_t queue_key(pa_heap *h) {
+    uint64_t z = (h->rng += 0x9e3779b97f4a7c15ull); /* splitmix64 */
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* A FULL page goes back on avail only once 1/PA_FULL_RETURN of its blocks (at least one) are free
+ * again: returning it at the first free would make a program that frees at random into packed
+ * pages (any long-running churn) move a page to avail and back to full on every other malloc and
+ * free. The FULL page keeps its owner, so its frees take the fast path, and its `used` is biased
+ * so that the fast path's one test, `--used == 0`, fires at the K-th free instead of at the last:
+ * used + used_bias is the true count. Only the owner biases and unbiases, and every slow path that
+ * counts a FULL page's blocks (collect, unfull, abandon, stats) unbiases it first. */
+static void queue_bias(pa_page *pg) {
+    uint32_t k = pa_class_blocks(pg->cls) / PA_FULL_RETURN;
+    if (k == 0) k = 1;
+    if (pg->used > k) {
+        pg->used_bias = (uint16_t)(pg->used - k);
+        pg->used = (uint16_t)k;
+    }
+}
+
+void pa_page_unbias(pa_page *pg) {
+    pg->used = (uint16_t)(pg->used + pg->used_bias);
+    pg->used_bias = 0;
+}
+
+/* A FULL page of h got a block back: onto avail, behind the current page. */
+void pa_page_unfull(pa_heap *h, pa_page *pg) {
+    pa_page_unbias(pg);
+    pa_page_list_unlink(&h->full, pg);
+    pa_page_insert_avail(h, pg);
+    uint8_t expect = PA_FS_FULL;
+    atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_NONE);
+}
+
+/* pg is on h->full: ask remote freers to tell us, then look once more (store-load order: a freer
+ * pushes then reads fullstate; we write fullstate then read thread_free, so one of us sees the
+ * other). Leaves the page on avail, as the current page, if blocks came back. */
+static void queue_make_full(pa_heap *h, pa_page *pg) {
+    uint8_t expect = PA_FS_NONE;
+    atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_FULL); /* NOTIFIED: already queued */
+    if (atomic_load(&pg->thread_free) != NULL) {
+        pa_page_collect(pg);
+        pa_page_unfull(h, pg);
+        queue_make_current(h, pg); /* so that queue_find takes it */
+        return;
+    }
+    queue_bias(pg);
+}
+
+static void queue_to_full(pa_heap *h, pa_page *pg) {
+    pa_page_list_unlink(&h->avail[pg->cls], pg);
+    pg->where = PA_W_FULL;
+    pa_page_list_push(&h->full, pg);
+    queue_refresh_direct(h, pg->cls);
+    queue_make_full(h, pg);
+}
+
+/* A remote free landed in pg while it was FULL: queue it on its owner's notified list, once per
+ * fill cycle (fullstate FULL -> NOTIFIED, under notify_lock). */
+void pa_page_notify(pa_page *pg) {
+    pthread_mutex_lock(&pa_notify_lock);
+    pa_heap *owner = pa_load_relaxed(&pg->heap);
+    if (owner && atomic_load(&pg->fullstate) == PA_FS_FULL) {
+        atomic_store(&pg->fullstate, PA_FS_NOTIFIED);
+        pg->notify_next = atomic_load_explicit(&owner->notified, memory_order_relaxed);
+        atomic_store_explicit(&owner->notified, pa_page_link(pg), memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&pa_notify_lock);
+}
+
+/* Pages that other threads freed into while they were FULL: back on avail (or re-armed). */
+static void queue_take_notified(pa_heap *h) {
+    pthread_mutex_lock(&pa_notify_lock);
+    uint32_t list = atomic_load_explicit(&h->notified, memory_order_relaxed);
+    atomic_store_explicit(&h->notified, 0, memory_order_relaxed);
+    for (uint32_t l = list; l; l = pa_page_at(l)->notify_next)
+        atomic_store_explicit(&pa_page_at(l)->fullstate, PA_FS_NONE, memory_order_seq_cst);
+    pthread_mutex_unlock(&pa_notify_lock);
+    while (list) {
+        pa_page *pg = pa_page_at(list);
+        list = pg->notify_next;
+        if (pa_load_relaxed(&pg->heap) != h || pg->where != PA_W_FULL) continue;
+        pa_page_unbias(pg);
+        pa_page_collect(pg);
+        if (!pa_list_is_end(pg->free)) {
+            pa_page_unfull(h, pg);
+        } else {
+            queue_make_full(h, pg); /* re-arm the notification */
+        }
+    }
+}
+
+/* An empty page that is the current page of another class. A class keeps its current page when it
+ * empties (malloc-free-malloc of one block must not churn pages), but a program that moves from
+ * size to size would keep one resident page per class it ever used; the next class that needs a
+ * page takes one of those instead. */
+static pa_page *queue_take_idle(pa_heap *h, uint32_t cls) {
+    for (uint64_t todo = h->idle; todo; todo &= todo - 1) {
+        uint32_t c = (uint32_t)__builtin_ctzll(todo);
+        pa_page *pg = pa_page_at(h->avail[c].head);
+        if (c == cls || !pg || pg->used != 0) { /* in use again since it emptied */
+            h->idle &= ~((uint64_t)1 << c);
+            continue;
+        }
+        /* Only a class the program has left: one that empties and refills (a realloc'd buffer
+         * moving up through the classes) would otherwise trade pages back and forth, carving them
+         * afresh each time. */
+        if (h->epoch - h->idle_since[c] < PA_IDLE_EPOCHS) continue;
+        h->idle &= ~((uint64_t)1 << c);
+        pa_page_list_unlink(&h->avail[c], pg);
+        queue_refresh_direct(h, c);
+        pa_page_retire(pg);
+        return pg;
+    }
+    return NULL;
+}
+
+/* A page of class cls with a free block, made current; NULL when the reservation is exhausted.
+ * In order: h's pages of the class, those remote frees refilled while FULL, an abandoned page of
+ * the class, the empty page of a class h has left, a spare page, a page from the pool. */
+static pa_page *queue_find(pa_heap *h, uint32_t cls) {
+    for (;;) {
+        pa_page *pg = pa_page_at(h->avail[cls].head);
+        while (pg) {
+            pa_page_collect(pg);
+            if (!pa_list_is_end(pg->free) || pa_page_extend(pg)) {
+                queue_make_current(h, pg);
+                return pg;
+            }
+            pa_page *next = pa_page_at(pg->next);
+            queue_to_full(h, pg);
+            if (pg->where == PA_W_AVAIL) return pg; /* remote frees arrived meanwhile: now the head */
+            pg = next;
+        }
+        if (pa_load_relaxed(&h->notified)) {
+            queue_take_notified(h);
+            if (h->avail[cls].head) continue;
+        }
+        if ((pg = pa_heap_adopt(h, cls)) != NULL) {
+            pa_page_list_push(&h->avail[cls], pg);
+            queue_refresh_direct(h, cls);
+            continue;
+        }
+        if ((pg = queue_take_idle(h, cls)) != NULL) {
+            /* an empty current page of a class this thread stopped using: already resident */
+        } else if (h->spare.head) {
+            pg = pa_page_at(h->spare.head);
+            pa_page_list_unlink(&h->spare, pg);
+            h->nspare--;
+            pa_pool_tick(); /* a new page: a moment to give back pool pages that waited out the delay */
+        } else {
+            pg = pa_pool_take();
+            if (!pg) return NULL;
+        }
+        h->epoch++;
+        pa_page_init(pg, h, cls, queue_key(h));
+        pa_page_list_push(&h->avail[cls], pg);
+        queue_refresh_direct(h, cls);
+        pa_page_extend(pg);
+        return pg;
+    }
+}
+
+void *pa_malloc_slow(pa_heap *h, size_t size) {
+    if (h == &pa_heap_empty || h == &pa_heap_dead) {
+        if (!(h = pa_heap_attach())) return pa_sys_malloc(size);
+    }
+    pa_page *pg = queue_find(h, pa_class_for(size));
+    if (!pg) return pa_sys_malloc(size);
+    pa_block *b = pg->free;
+    pa_assert(!pa_list_is_end(b));
+    pa_block_pop(pg, b);
+    pg->used++;
+    PA_STAT(h->nalloc[size]++);
+    return b;
+}
+
+/* pg, h's, has no block out. The current page of its class stays (a thread that mallocs and
+ * frees one block must not churn pages) until another class needs a page (queue_take_idle); any
+ * other is kept as a spare for h's next page, without the pool lock, or given to the pool. */
+void pa_page_emptied(pa_heap *h, pa_page *pg) {
+    uint32_t cls = pg->cls;
+    if (h->avail[cls].head == pa_page_link(pg)) {
+        h->idle |= (uint64_t)1 << cls;
+        h->idle_since[cls] = h->epoch;
+        return;
+    }
+    if (atomic_load(&pg->fullstate) == PA_FS_NOTIFIED) queue_take_notified(h); /* unqueue it first */
+    pa_page_list_unlink(&h->avail[cls], pg);
+    queue_refresh_direct(h, cls);
+    atomic_store_explicit(&pg->heap, NULL, memory_order_relaxed);
+    if (h->nspare < PA_SPARE_MAX) {
+        pa_page_retire(pg);
+        pg->where = PA_W_SPARE;
+        pa_page_list_push(&h->spare, pg);
+        h->nspare++;
+        return;
+    }
+    pa_pool_give(pg);
 }

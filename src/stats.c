@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: MIT
  * Statistics: what the allocator did, per size class. The counters live in each thread's heap and
- * are bumped by that thread alone (malloc: one add by request size; free: one add by class), so the
- * fast paths take no lock and share no cache line. Frees cost nothing: the blocks out are read off
- * the page descriptors (their `used` counts), and frees = allocs - in use. Reading sums every heap
- * in the registry and walks the descriptors. Nothing here allocates: the
- * report is formatted into a buffer on the stack and written with write(2).
- * Exports pa_stats_get, pa_stats_print, pa_stat_page and the PYALLOC_STATS report at exit. */
+ * are bumped by that thread alone (malloc: one add by request size), so the fast paths take no lock
+ * and share no cache line. Frees cost nothing: the blocks out are read off the page descriptors
+ * (their `used` counts), and frees = allocs - in use. Reading sums every heap in the registry and
+ * walks the descriptors. Nothing here allocates: the report is formatted into a buffer on the stack
+ * and written with write(2). Exports pa_stats_get, pa_stats_print, pa_stat_page, the shared
+ * counters of threads without a heap (pa_orphan_*) and the PYALLOC_STATS report at exit. */
 #include "internal.h"
 
 #include <errno.h>
@@ -16,22 +16,7 @@
 #include "pyalloc.h"
 
 #if PA_STATS
-_Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes;
-
-/* A passthrough request from a thread without a heap. It gets one now, as its first small block
- * would give it: a thread that only ever asks for large blocks would otherwise pay two locked adds
- * per call (a third of a 600-byte malloc+free pair). Before init and after the thread's exit hook
- * the request is counted in the shared atomics. */
-void pa_stat_sys_first(size_t n) {
-    pa_heap *h = pa_heap_attach();
-    if (h) {
-        h->sys_calls++;
-        h->sys_bytes += n;
-    } else {
-        atomic_fetch_add_explicit(&pa_orphan_sys_calls, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&pa_orphan_sys_bytes, n, memory_order_relaxed);
-    }
-}
+_Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes; /* by threads without a heap of their own */
 #endif
 
 static _Atomic uint64_t class_pages[PA_NCLASS], class_pages_peak[PA_NCLASS];

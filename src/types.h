@@ -94,7 +94,7 @@ typedef struct pa_page {
     uint8_t where;                     /* enum pa_where */
     _Atomic uint8_t fullstate;         /* enum pa_fullstate */
     uint8_t pad8;
-    uint16_t used_bias;                /* FULL: the true count is used + used_bias (see heap.c) */
+    uint16_t used_bias;                /* FULL: the true count is used + used_bias (page.c) */
     uint16_t pad16;
     uint32_t next, prev;               /* list links: page index + 1, 0 = none */
     uint32_t notify_next;              /* heap's notified list, under notify_lock */
