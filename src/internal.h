@@ -45,8 +45,9 @@
 /* ---- msg.c: diagnostics that never allocate ---- */
 /* Writes "pyalloc: <what> <addr>\n" to stderr and aborts. */
 _Noreturn void pa_fatal(const char *what, const void *addr) PA_COLD;
-/* Writes "pyalloc: <text>\n" without aborting. */
+/* Writes "pyalloc: <text>\n" without aborting; pa_warn_parts writes the parts one after another. */
 void pa_warn(const char *text);
+void pa_warn_parts(const char *const *parts, size_t count);
 /* Formats into buf without allocating; returns bytes written. */
 size_t pa_fmt_u64(char *buf, uint64_t v);
 size_t pa_fmt_hex(char *buf, uint64_t v);

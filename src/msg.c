@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT
  * Diagnostics that never allocate: own number formatting and write(2).
- * Exports pa_fatal (one line naming the fault and the address, then abort) and pa_warn. */
+ * Exports pa_fatal (one line naming the fault and the address, then abort), pa_warn and
+ * pa_warn_parts (one line), and the number formatting they use (pa_fmt_u64, pa_fmt_hex). */
 #include "internal.h"
 
 #include <errno.h>
@@ -52,13 +53,15 @@ static size_t msg_append(char *buf, size_t at, size_t cap, const char *s) {
     return at + n;
 }
 
-void pa_warn(const char *text) {
+void pa_warn_parts(const char *const *parts, size_t count) {
     char buf[256];
     size_t n = msg_append(buf, 0, sizeof buf - 1, "pyalloc: ");
-    n = msg_append(buf, n, sizeof buf - 1, text);
+    for (size_t i = 0; i < count; i++) n = msg_append(buf, n, sizeof buf - 1, parts[i]);
     buf[n++] = '\n';
-    pa_write_all(2, buf, n);
+    pa_write_all(2, buf, n); /* one write: one line, even beside other threads' output */
 }
+
+void pa_warn(const char *text) { pa_warn_parts(&text, 1); }
 
 _Noreturn void pa_fatal(const char *what, const void *addr) {
     char buf[256];

@@ -28,13 +28,57 @@ const char *pa_getenv(const char *name) {
     return NULL;
 }
 
-/* Decimal digits only; returns def for anything else. */
-static uint64_t options_number(const char *s, uint64_t def) {
-    if (!s || !*s) return def;
+/* One line on stderr, "pyalloc: NAME=VALUE PROBLEM; INSTEAD", the value cut at 64 bytes. Options
+ * are read once, so each bad value is reported once per process. */
+static void options_warn(const char *name, const char *value, const char *problem, const char *instead) {
+    char shown[68];
+    size_t len = strlen(value);
+    if (len > 64) {
+        memcpy(shown, value, 61);
+        memcpy(shown + 61, "...", 4);
+        value = shown;
+    }
+    const char *parts[] = {name, "=", value, " ", problem, "; ", instead};
+    pa_warn_parts(parts, sizeof parts / sizeof parts[0]);
+}
+
+/* prefix, v and suffix, as one string in buf (room for 48 bytes). */
+static const char *options_with_number(char *buf, const char *prefix, uint64_t v, const char *suffix) {
+    size_t n = strlen(prefix);
+    memcpy(buf, prefix, n);
+    n += pa_fmt_u64(buf + n, v);
+    memcpy(buf + n, suffix, strlen(suffix) + 1);
+    return buf;
+}
+
+/* PYALLOC_<name> as a decimal number from min to max, or def when it is not set. Anything but
+ * digits (an empty value too) gives def, and a number out of range (one too long for 64 bits
+ * too) the nearest bound, each with a warning. */
+static uint64_t options_number(const char *name, uint64_t def, uint64_t min, uint64_t max) {
+    const char *s = pa_getenv(name);
+    if (!s) return def;
+    char problem[48], instead[48];
+    size_t digits = strspn(s, "0123456789");
+    if (digits == 0 || s[digits] != 0) {
+        options_warn(name, s, "is not a number", options_with_number(instead, "using ", def, ""));
+        return def;
+    }
     uint64_t v = 0;
-    for (; *s; s++) {
-        if (*s < '0' || *s > '9' || v > UINT64_MAX / 10 - 10) return def;
-        v = v * 10 + (uint64_t)(*s - '0');
+    bool over = false;
+    for (size_t i = 0; i < digits && !over; i++) {
+        unsigned d = (unsigned)(s[i] - '0');
+        if (v > (UINT64_MAX - d) / 10) over = true;
+        else v = v * 10 + d;
+    }
+    if (over || v > max) {
+        options_warn(name, s, options_with_number(problem, "is above ", max, ""),
+                     options_with_number(instead, "using ", max, ""));
+        return max;
+    }
+    if (v < min) {
+        options_warn(name, s, options_with_number(problem, "is below ", min, ""),
+                     options_with_number(instead, "using ", min, ""));
+        return min;
     }
     return v;
 }
@@ -45,28 +89,33 @@ void pa_options_read(void) {
     if (a) {
         if (strcmp(a, "8") == 0) pa_opt.align = 8;
         else if (strcmp(a, "16") == 0) pa_opt.align = 16;
-        else pa_warn("PYALLOC_ALIGN must be 8 or 16; using 16");
+        else options_warn("PYALLOC_ALIGN", a, "is not 8 or 16", "using 16");
     }
-    uint64_t mb = options_number(pa_getenv("PYALLOC_RESERVE_MB"), pa_opt.reserve >> 20);
-    if (mb < PA_RESERVE_MIN >> 20) mb = PA_RESERVE_MIN >> 20;
-    if (mb > PA_RESERVE_MAX >> 20) mb = PA_RESERVE_MAX >> 20;
+    uint64_t mb = options_number("PYALLOC_RESERVE_MB", PA_RESERVE_DEFAULT >> 20, PA_RESERVE_MIN >> 20,
+                                 PA_RESERVE_MAX >> 20);
     pa_opt.reserve = (size_t)mb << 20;
-    uint64_t kb = options_number(pa_getenv("PYALLOC_DIRTY_KB"), pa_opt.dirty_min * (PA_PAGE_SIZE >> 10));
-    pa_opt.dirty_min = (size_t)(kb / (PA_PAGE_SIZE >> 10));
-    uint64_t ratio = options_number(pa_getenv("PYALLOC_DIRTY_RATIO"), pa_opt.dirty_ratio);
-    pa_opt.dirty_ratio = (unsigned)(ratio > PA_DIRTY_RATIO_MAX ? PA_DIRTY_RATIO_MAX : ratio);
+    uint64_t kb = options_number("PYALLOC_DIRTY_KB", PA_DIRTY_DEFAULT >> 10, 0, PA_DIRTY_MAX >> 10);
+    pa_opt.dirty_min = (size_t)(kb / (PA_PAGE_SIZE >> 10)); /* pages */
+    pa_opt.dirty_ratio = (unsigned)options_number("PYALLOC_DIRTY_RATIO", 0, 0, PA_DIRTY_RATIO_MAX);
+    pa_opt.purge_delay =
+        (uint32_t)options_number("PYALLOC_PURGE_DELAY_MS", PA_PURGE_DELAY_DEFAULT, 0, PA_PURGE_DELAY_MAX);
+    /* An empty PYALLOC_STATS or PYALLOC_STATS_FILE is the same as an unset one. */
     const char *st = pa_getenv("PYALLOC_STATS");
     if (st && *st) {
         if (strcmp(st, "json") == 0) pa_opt.stats = 2;
         else if (strcmp(st, "1") == 0 || strcmp(st, "text") == 0) pa_opt.stats = 1;
-        else if (strcmp(st, "0") != 0) pa_warn("PYALLOC_STATS must be 1, text, json or 0; no report");
+        else if (strcmp(st, "0") != 0) options_warn("PYALLOC_STATS", st, "is not 1, text, json or 0", "no report");
     }
     const char *file = pa_getenv("PYALLOC_STATS_FILE");
     if (file && *file) {
         size_t len = strlen(file);
-        if (len < sizeof pa_opt.stats_file) memcpy(pa_opt.stats_file, file, len + 1);
-        else pa_warn("PYALLOC_STATS_FILE is too long; the report goes to stderr");
+        if (len < sizeof pa_opt.stats_file) {
+            memcpy(pa_opt.stats_file, file, len + 1);
+        } else {
+            char problem[48];
+            options_warn("PYALLOC_STATS_FILE", file,
+                         options_with_number(problem, "is longer than ", sizeof pa_opt.stats_file - 1, " bytes"),
+                         "the report goes to stderr");
+        }
     }
-    uint64_t ms = options_number(pa_getenv("PYALLOC_PURGE_DELAY_MS"), pa_opt.purge_delay);
-    pa_opt.purge_delay = (uint32_t)(ms > PA_PURGE_DELAY_MAX ? PA_PURGE_DELAY_MAX : ms);
 }
