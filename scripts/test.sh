@@ -2,6 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Build pyalloc (Release in build/release, Debug in build/debug) and run its CTest suite in each.
 # Then (not with --quick) the sanitizer builds (build/tsan, build/ubsan) and the fuzz target (build/fuzz).
+# Each build tree is a preset of CMakePresets.json (cmake --preset release, ...).
 # Usage: bash scripts/test.sh [--quick]
 #   --quick   Release build only, for iteration
 # Environment: PYALLOC_TEST_TIMEOUT (seconds per test, default 300), PYALLOC_JOBS (build jobs, default nproc),
@@ -85,45 +86,37 @@ ctest_args=(--output-on-failure -j2 --timeout "$timeout")
 # ctest_in DIR ARGS...: ctest in a build directory (ctest --test-dir needs CMake 3.20).
 ctest_in() { (cd "$1" && shift && ctest "$@"); }
 
+# run_config NAME PRESET: configure and build the preset's tree, then run ctest in it.
 run_config() {
-  local type=$1 dir=$2
-  run_step "$type configure" cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE="$type" || return 0
-  run_step "$type build" cmake --build "$dir" -j "$jobs" || return 0
-  run_step "$type test" ctest_in "$dir" "${ctest_args[@]}" || return 0
+  local type=$1 preset=$2
+  run_step "$type configure" cmake --preset "$preset" || return 0
+  run_step "$type build" cmake --build "build/$preset" -j "$jobs" || return 0
+  run_step "$type test" ctest_in "build/$preset" "${ctest_args[@]}" || return 0
 }
 
-run_config Release build/release
+run_config Release release
 if [[ $quick -eq 0 ]]; then
   # Debug runs everything but the preload matrix (Release runs it; CI time is bounded)
   ctest_args_release=("${ctest_args[@]}")
   ctest_args+=(-LE preload)
-  run_config Debug build/debug
+  run_config Debug debug
   ctest_args=("${ctest_args_release[@]}")
 fi
-
-# ---- (c2) sanitizers: pyalloc_core and the api/stress/unit tests through pa_*, the sanitizer's own
-# malloc in place; TSan reports make a test exit 66, UBSan aborts (-fno-sanitize-recover) -------------
-run_sanitizer() {
-  local san=$1 dir=$2
-  run_step "$san configure" cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Debug -DPYALLOC_SANITIZE="$san" \
-    -DPYALLOC_BUILD_BENCH=OFF || return 0
-  run_step "$san build" cmake --build "$dir" -j "$jobs" || return 0
-  run_step "$san test" ctest_in "$dir" "${ctest_args[@]}" || return 0
-}
 
 # ---- (c3) fuzz: libFuzzer target tests/fuzz/fuzz_ops (clang, ASan+UBSan), PYALLOC_FUZZ_SECONDS per
 # alignment mode (default 30) from the committed seed corpus; scripts/fuzz.sh runs it longer ----------
 run_fuzz() {
   local dir=build/fuzz
-  run_step "fuzz configure" env CC=clang cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DPYALLOC_FUZZ=ON -DPYALLOC_BUILD_BENCH=OFF -DPYALLOC_FUZZ_SECONDS="${PYALLOC_FUZZ_SECONDS:-30}" || return 0
+  run_step "fuzz configure" cmake --preset fuzz -DPYALLOC_FUZZ_SECONDS="${PYALLOC_FUZZ_SECONDS:-30}" || return 0
   run_step "fuzz build" cmake --build "$dir" -j "$jobs" --target fuzz_ops || return 0
   run_step "fuzz run" ctest_in "$dir" "${ctest_args[@]}" -L fuzz || return 0
 }
 
 if [[ $quick -eq 0 ]]; then
-  run_sanitizer thread build/tsan
-  run_sanitizer undefined build/ubsan
+  # (c2) sanitizers: pyalloc_core and the api/stress/unit tests through pa_*, the sanitizer's own
+  # malloc in place; TSan reports make a test exit 66, UBSan aborts (-fno-sanitize-recover)
+  run_config thread tsan
+  run_config undefined ubsan
   run_fuzz
 fi
 
