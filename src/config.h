@@ -57,8 +57,8 @@ _Static_assert(PA_NCLASS == PA_STATS_NCLASS, "pa_stats has one row per class");
 _Static_assert(PA_NCLASS <= 64, "a heap's idle classes are one 64-bit mask");
 _Static_assert(PA_NWORDS == ((PA_SMALL + 7) >> 3) + 1 && PA_NDIRECT == PA_SMALL + 1, "table sizes");
 _Static_assert(PA_PAGE_SIZE / 8 <= UINT16_MAX, "a page's block counts fit its uint16_t used");
-_Static_assert(PA_PAGE_SIZE <= ((size_t)1 << 22),
-               "the block-start test (types.h) needs every offset * magic below 2^32 - 2^23");
+_Static_assert((uint64_t)PA_PAGE_SIZE * PA_SMALL < ((uint64_t)1 << 55),
+               "the block-start test (types.h): a page's largest thresh stays below magic >= 2^55");
 _Static_assert(PA_PAGE_SIZE % PA_OS_PAGE == 0 && PA_CARVE % PA_OS_PAGE == 0 && PA_CARVE <= PA_PAGE_SIZE,
                "pages and carving are whole OS pages");
 _Static_assert(PA_ARENA_PAGES * PA_PAGE_DESC_SIZE % PA_OS_PAGE == 0,

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  * The fast paths of malloc and free, inlined both into the pa_* API (alloc.c, free.c) and into the
  * replacement symbols (override.c) so neither pays a call. malloc: one table load for the page,
- * pop its free list, one branch to the slow path. free: one compare says "ours", the page is found
+ * one multiply-and-compare that checks the head of its free list is a block start of the page (the
+ * end mark and a damaged link both fail it: one branch to the slow path), pop it. free: one compare says "ours", the page is found
  * by arithmetic, one compare of the page's owner says "this thread's" (any other page, in use by
  * another thread, abandoned or not in use, goes to pa_free_remote), one multiply checks the block
  * start, and the first word of the block is the cheap double-free check. */
@@ -18,7 +19,8 @@ static inline void *pa_fast_malloc_small(size_t n) {
     pa_heap *h = pa_tls_heap;
     pa_page *pg = h->direct[n];
     pa_block *b = pg->free;
-    if (pa_likely(!pa_list_is_end(b))) {
+    if (pa_likely(pa_block_in_page(pg, b))) { /* a block start of this page: not the end mark,
+                                                  not a damaged link (types.h, "Free lists") */
         pa_block_pop(pg, b);
         pg->used++;
         PA_STAT(h->nalloc[n]++);
@@ -43,7 +45,7 @@ static inline void pa_fast_free(void *p) {
     pa_block *b = p;
     pa_heap *h = pa_tls_heap;
     if (pa_likely(pa_load_fast(&pg->heap) == h)) { /* this thread's (a FULL page too: see page_bias) */
-        if (pa_likely(pa_block_is_start(pg, off & PA_PAGE_MASK) & !pa_block_looks_free(pg, b))) {
+        if (pa_likely((int)pa_block_is_start(pg, off & PA_PAGE_MASK) & (int)!pa_block_looks_free(pg, b))) {
             pa_block_push(pg, b);
             if (pa_unlikely(--pg->used == 0)) pa_free_local_slow(h, pg);
             return;

@@ -3,10 +3,11 @@
  * one-line message and abort; what a free by the page's owner does when the page fills or empties;
  * frees into pages this thread does not own (another thread's: pushed onto the page's thread_free
  * list; an abandoned one's: under abandoned_lock, where the freeing thread may adopt the page).
- * Exports pa_free, pa_free_invalid, pa_free_local_check, pa_free_local_slow, pa_free_remote and
- * pa_check_live. */
+ * Exports pa_free, pa_free_invalid, pa_list_damaged, pa_free_local_check, pa_free_local_slow,
+ * pa_free_remote and pa_check_live. */
 #include "fastpath.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "pyalloc.h"
@@ -26,6 +27,16 @@ static _Noreturn void free_fatal(const char *fn, const char *fault, const void *
 }
 
 _Noreturn void pa_free_invalid(const char *fn, const void *p) { free_fatal(fn, "(): invalid pointer", p); }
+
+_Noreturn void pa_list_damaged(const pa_page *pg) {
+    char page[24], size[24];
+    page[pa_fmt_hex(page, pa_page_start(pg))] = 0;
+    size[pa_fmt_u64(size, pg->bsize)] = 0;
+    const char *parts[] = {"heap corruption: free list of page ", page, " (class ", size,
+                           ") damaged - a write past a block's end or after free?"};
+    pa_warn_parts(parts, sizeof parts / sizeof parts[0]);
+    abort();
+}
 
 /* For the page's owner: is b on its local free list or its thread_free list? */
 static bool free_is_listed(const pa_page *pg, const pa_block *b) {

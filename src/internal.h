@@ -159,18 +159,41 @@ void pa_page_unfull(pa_heap *h, pa_page *pg);      /* a FULL page of h has a fre
 void pa_page_emptied(pa_heap *h, pa_page *pg);     /* h's page has no block out: keep or release */
 void pa_page_insert_avail(pa_heap *h, pa_page *pg); /* onto avail, behind the current page */
 void pa_page_notify(pa_page *pg);                  /* a remote free landed in a FULL page */
+/* The block-start test's constants for blocks of bsize bytes (types.h, "Valid block starts"):
+ * magic = floor(2^64 / bsize) + 1, and thresh for the first k blocks carved. */
+static inline uint64_t pa_block_magic(uint32_t bsize) {
+    return (uint64_t)(((unsigned __int128)1 << 64) / bsize) + 1;
+}
+static inline uint64_t pa_block_thresh(uint64_t magic, uint32_t bsize, uint32_t k) {
+    return k ? (uint64_t)(k - 1) * (magic * bsize) + 1 : 0; /* magic * bsize mod 2^64 is the step */
+}
 static inline bool pa_block_is_start(const pa_page *pg, uintptr_t poff) {
-    return (uint32_t)((uint32_t)poff * pg->magic) < pa_load_fast(&pg->thresh);
+    return (uint64_t)poff * pg->magic < pa_load_fast(&pg->thresh);
+}
+/* The same test on a whole address: is b a block start carved in pg (types.h, "Valid block
+ * starts")? Rejects an address in any other page, and the end mark. */
+static inline bool pa_block_in_page(const pa_page *pg, const pa_block *b) {
+    return (uint64_t)(uintptr_t)b * pg->magic - pg->start_magic < pa_load_fast(&pg->thresh);
 }
 
 /* ---- free lists: every link of a free block is read and written through these ----
  * A free block's first word is the next free block XOR the page's key; a list ends in the page's
- * end mark (start + 1), so every link, the last one too, decodes to an address in its own page. */
+ * end mark (start + 1), so every link, the last one too, decodes to an address in its own page.
+ * A link is followed only once checked (types.h, "Free lists"): the fast pop checks the head it
+ * hands out, the slow paths check every link they walk. */
 static inline pa_block *pa_list_end(const pa_page *pg) { return (pa_block *)(pa_page_start(pg) | 1); }
 static inline bool pa_list_is_end(const pa_block *b) { return ((uintptr_t)b & 1) != 0; }
-/* The block after b on its list (or the end mark). */
+/* "heap corruption: free list of page P (class C) damaged ..." and abort (msg.c). */
+_Noreturn void pa_list_damaged(const pa_page *pg) PA_COLD;
+/* The block after b on its list (or the end mark), as stored: not yet checked. */
 static inline pa_block *pa_block_next(const pa_page *pg, const pa_block *b) {
     return (pa_block *)(b->next ^ pg->key);
+}
+/* The block after b on its list, or the end mark; aborts if the link is neither. */
+static inline pa_block *pa_block_next_checked(const pa_page *pg, const pa_block *b) {
+    pa_block *nx = pa_block_next(pg, b);
+    if (pa_unlikely(!pa_block_in_page(pg, nx)) && nx != pa_list_end(pg)) pa_list_damaged(pg);
+    return nx;
 }
 static inline void pa_block_set_next(const pa_page *pg, pa_block *b, const pa_block *next) {
     b->next = (uintptr_t)next ^ pg->key;
@@ -180,10 +203,15 @@ static inline void pa_block_push(pa_page *pg, pa_block *b) {
     pa_block_set_next(pg, b, pg->free);
     pg->free = b;
 }
-/* b, the head of the page's local free list and not its end mark, off it, as a live block. */
+/* b, the head of the page's local free list and checked with pa_block_in_page, off it, as a live
+ * block. Its link becomes the head unchecked: the next pop checks it before handing it out. */
 static inline void pa_block_pop(pa_page *pg, pa_block *b) {
     pg->free = pa_block_next(pg, b);
     b->next = 0; /* a live block never shows a free link, and never shows the key */
+}
+/* The head of pg's local free list is the end mark or a block start: false if it is damaged. */
+static inline bool pa_list_head_ok(const pa_page *pg) {
+    return pg->free == pa_list_end(pg) || pa_block_in_page(pg, pg->free);
 }
 /* The cheap double-free test: a live block's first word never decodes into its own page. */
 static inline bool pa_block_looks_free(const pa_page *pg, const pa_block *b) {

@@ -18,7 +18,8 @@ void pa_page_init(pa_page *pg, pa_heap *h, uint32_t cls, uint64_t key) {
     uint32_t bsize = pa_class_size(cls);
     pg->key = (uintptr_t)key;
     pg->free = pa_list_end(pg);
-    pg->magic = (uint32_t)((((uint64_t)1) << 32) / bsize + 1);
+    pg->magic = pa_block_magic(bsize);
+    pg->start_magic = (uint64_t)pa_page_start(pg) * pg->magic;
     pa_store_relaxed(&pg->thresh, 0);
     pg->used = 0;
     pg->bsize = (uint16_t)bsize;
@@ -52,8 +53,7 @@ bool pa_page_extend(pa_page *pg) {
     pg->free = after;
     bump += n * bsize;
     pa_store_relaxed(&pg->bump, bump);
-    uint32_t step = pg->magic * bsize; /* mod 2^32 */
-    pa_store_relaxed(&pg->thresh, (bump / bsize - 1) * step + 1);
+    pa_store_relaxed(&pg->thresh, pa_block_thresh(pg->magic, bsize, bump / bsize));
     return true;
 }
 
@@ -61,11 +61,13 @@ uint32_t pa_page_collect(pa_page *pg) {
     if (!atomic_load_explicit(&pg->thread_free, memory_order_relaxed)) return 0;
     pa_block *head = atomic_exchange_explicit(&pg->thread_free, NULL, memory_order_acquire);
     if (!head) return 0;
+    /* Remote freers push only block starts they checked, so a bad link here is a write into a
+     * freed block; so is a list longer than the page holds (a link pointing back into the list). */
+    if (pa_unlikely(!pa_block_in_page(pg, head))) pa_list_damaged(pg);
     uint32_t n = 1;
     pa_block *tail = head;
-    for (pa_block *nx; !pa_list_is_end(nx = pa_block_next(pg, tail)); tail = nx) {
-        n++;
-        if (pa_unlikely(n > pa_class_blocks(pg->cls))) pa_fatal("corrupted free list in page", (void *)pa_page_start(pg));
+    for (pa_block *nx; (nx = pa_block_next_checked(pg, tail)) != pa_list_end(pg); tail = nx) {
+        if (pa_unlikely(++n > pa_class_blocks(pg->cls))) pa_list_damaged(pg);
     }
     pa_block_set_next(pg, tail, pg->free);
     pg->free = head;
@@ -75,13 +77,13 @@ uint32_t pa_page_collect(pa_page *pg) {
 }
 
 bool pa_block_list_contains(const pa_page *pg, pa_block *list, const pa_block *b) {
-    uint32_t limit = pa_class_blocks(pg->cls);
-    for (uint32_t i = 0; list && !pa_list_is_end(list) && i <= limit; i++) {
+    if (!list || list == pa_list_end(pg)) return false;
+    if (pa_unlikely(!pa_block_in_page(pg, list))) pa_list_damaged(pg);
+    for (uint32_t i = 0; i < pa_class_blocks(pg->cls); i++) {
         if (list == b) return true;
-        if (((uintptr_t)list ^ pa_page_start(pg)) >> PA_PAGE_SHIFT) return false; /* corrupt link */
-        list = pa_block_next(pg, list);
+        if ((list = pa_block_next_checked(pg, list)) == pa_list_end(pg)) return false;
     }
-    return false;
+    pa_list_damaged(pg); /* longer than the page holds: a link points back into the list */
 }
 
 void pa_page_retire(pa_page *pg) {
@@ -214,7 +216,8 @@ static void queue_take_notified(pa_heap *h) {
         if (pa_load_relaxed(&pg->heap) != h || pg->where != PA_W_FULL) continue;
         pa_page_unbias(pg);
         pa_page_collect(pg);
-        if (!pa_list_is_end(pg->free)) {
+        if (pa_unlikely(!pa_list_head_ok(pg))) pa_list_damaged(pg);
+        if (pg->free != pa_list_end(pg)) {
             pa_page_unfull(h, pg);
         } else {
             queue_make_full(h, pg); /* re-arm the notification */
@@ -255,7 +258,8 @@ static pa_page *queue_find(pa_heap *h, uint32_t cls) {
         pa_page *pg = pa_page_at(h->avail[cls].head);
         while (pg) {
             pa_page_collect(pg);
-            if (!pa_list_is_end(pg->free) || pa_page_extend(pg)) {
+            if (pa_unlikely(!pa_list_head_ok(pg))) pa_list_damaged(pg);
+            if (pg->free != pa_list_end(pg) || pa_page_extend(pg)) {
                 queue_make_current(h, pg);
                 return pg;
             }
@@ -297,10 +301,12 @@ void *pa_malloc_slow(pa_heap *h, size_t size) {
     if (h == &pa_heap_empty || h == &pa_heap_dead) {
         if (!(h = pa_heap_attach())) return pa_sys_malloc(size);
     }
+    pa_page *cur = h->direct[size]; /* the fast path found its head not a block start: the end mark? */
+    if (pa_unlikely(cur != &pa_page_empty && cur->free != pa_list_end(cur))) pa_list_damaged(cur);
     pa_page *pg = queue_find(h, pa_class_for(size));
     if (!pg) return pa_sys_malloc(size);
     pa_block *b = pg->free;
-    pa_assert(!pa_list_is_end(b));
+    if (pa_unlikely(!pa_block_in_page(pg, b))) pa_list_damaged(pg);
     pa_block_pop(pg, b);
     pg->used++;
     PA_STAT(h->nalloc[size]++);

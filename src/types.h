@@ -21,11 +21,23 @@
  * malloc. That makes a double free cheap to spot: a first word that decodes to an address in the
  * same page is suspect and is checked against the free lists.
  *
- * Valid block starts. magic = floor(2^32 / bsize) + 1 and step = magic * bsize mod 2^32 (0 < step
- * <= bsize). For an offset o within a page, (uint32)(o * magic) equals j * step when o = j * bsize,
- * and is at least magic - 1 (>= 2^23) otherwise. thresh = (k - 1) * step + 1 for the k blocks
- * carved so far, so one multiply and one compare reject interior pointers, the page's tail slack
- * and blocks never handed out (tests/unit checks this for every class and offset).
+ * Free lists. A write past a block's end or into a freed block can overwrite a free block's link,
+ * so no link is trusted: malloc's fast path hands out the head of a free list only if it is a
+ * block start carved in that page (the whole-address test below); a head that fails is the end
+ * mark, which sends malloc to its slow path, or damage, which aborts with a message naming the
+ * page. Every walk of a list (collecting thread_free, the double-free confirmation) checks each
+ * link the same way. A damaged link that still decodes to a block start of the same page is not
+ * caught (design.md, "Misuse checks", says what is and is not).
+ *
+ * Valid block starts. magic = floor(2^64 / bsize) + 1 and step = magic * bsize mod 2^64 (0 < step
+ * <= bsize). For an offset o, o * magic mod 2^64 is j * step when o = j * bsize, and at least
+ * magic (>= 2^55) when o is inside the page but not a multiple of bsize. thresh = (k - 1) * step + 1
+ * for the k blocks carved so far, so one multiply and one compare reject interior pointers, the
+ * page's tail slack and blocks never handed out (tests/unit checks this for every class and
+ * offset). The same test on a whole address p, (p * magic - start * magic) mod 2^64 < thresh,
+ * also rejects every multiple of bsize outside the page (j * step >= k * step there, without
+ * wrapping) and, of the other addresses, all but about one in 2^42: that is the check malloc makes
+ * on the head of a free list before it follows it (see "Free lists").
  *
  * Ownership and threads. Every page in use belongs to one heap (one per thread), or is abandoned
  * (its thread exited); a page not in use is a heap's spare or sits in the global pool. The page's
@@ -85,15 +97,16 @@ typedef struct pa_page {
     _Atomic(struct pa_heap *) heap;    /* owner; NULL when abandoned, spare or pooled: the one
                                           compare of free's fast path */
     _Atomic(pa_block *) thread_free;   /* blocks freed by other threads; NULL when empty */
-    uint32_t magic;                    /* see "Valid block starts" */
-    _Atomic uint32_t thresh;           /* grows as blocks are carved */
+    uint64_t magic;                    /* see "Valid block starts" */
+    _Atomic uint64_t thresh;           /* grows as blocks are carved; 0: no block starts here */
+    uint64_t start_magic;              /* page start * magic (mod 2^64): the whole-address test */
     uint16_t used;                     /* blocks out, counting those in thread_free */
     uint16_t bsize;                    /* block size; 0 when the page is not in use */
-    _Atomic uint32_t bump;             /* offset of the first block never carved (<= PA_PAGE_SIZE) */
     uint8_t cls;
     uint8_t where;                     /* enum pa_where */
     _Atomic uint8_t fullstate;         /* enum pa_fullstate */
     uint8_t pad8;
+    _Atomic uint32_t bump;             /* offset of the first block never carved (<= PA_PAGE_SIZE) */
     uint16_t used_bias;                /* FULL: the true count is used + used_bias (page.c) */
     uint16_t pad16;
     uint32_t next, prev;               /* list links: page index + 1, 0 = none */
@@ -102,7 +115,7 @@ typedef struct pa_page {
                                           only under pool_lock, so the pool may read its neighbours' */
     uint8_t cold_pad[3];
     uint32_t dirty_since;              /* pool clock (ms) when it went on the dirty list */
-    uint8_t cold[52];                  /* pads to 128; room for per-page statistics */
+    uint8_t cold[36];                  /* pads to 128; room for per-page statistics */
 } pa_page;
 
 _Static_assert(sizeof(pa_page) == PA_PAGE_DESC_SIZE, "page descriptor is two cache lines");

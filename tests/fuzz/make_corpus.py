@@ -5,12 +5,14 @@ operations, one file each, in the instruction format fuzz_ops.c documents:
     [op] [slot] [size-lo] [size-hi]     op % 10: 0 malloc 1 calloc 2 realloc 3 free 4 posix_memalign
                                         5 aligned_alloc/memalign 6 usable-size check 7 free on the
                                         helper thread 8 malloc on the helper thread 9 free all
+                                        op >= 250: a write that damages a free list (forked child)
 Deterministic: running it again rewrites the same bytes. usage: make_corpus.py [DIR]"""
 import os
 import random
 import sys
 
 MALLOC, CALLOC, REALLOC, FREE, POSIX_MEMALIGN, ALIGNED, USABLE, REMOTE_FREE, REMOTE_MALLOC, FREE_ALL = range(10)
+CORRUPT = 250  # 250 + even: freed by this thread; + odd: by the helper
 SLOTS = 64
 MAX_LEN = 4096  # libFuzzer's -max_len in CI and scripts/fuzz.sh
 
@@ -80,6 +82,12 @@ def seeds():
         n = rng.choice([rng.randint(0, 512)] * 6 + [rng.randint(0, 1024)] * 3 + [rng.randint(1025, 20000)])
         ops.append(ins(op, rng.randrange(SLOTS), n, rng.randrange(13) if op in (4, 5) else 0))
     yield "mixed", ops
+    # writes into freed blocks: freed here (even op) or on another thread (odd), each size class
+    # group, the written word made from the size bytes (ins(CORRUPT...) sends them raw)
+    ops = [ins(MALLOC, i, n) for i, n in enumerate([8, 16, 24, 40, 100, 255, 256, 512])]
+    for i in range(8):
+        ops.append(bytes([CORRUPT + (i & 1), i, 0x5A + i, 0x13 * i]))
+    yield "corrupt", ops + [ins(FREE_ALL)]
 
 
 def main():

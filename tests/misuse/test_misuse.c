@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  * Death tests: each misuse runs in a forked child whose stderr is captured through a pipe. The child
- * must die of SIGABRT after one line starting with "pyalloc: " that names the fault ("double free" or
- * "invalid pointer") and the faulting address in hex. Pointers from glibc's own allocator are not
+ * must die of SIGABRT after one line starting with "pyalloc: " that names the fault ("double free",
+ * "invalid pointer", or a damaged free list) and the faulting address (the page's, for a damaged
+ * list) in hex. Pointers from glibc's own allocator are not
  * misuse: free, realloc and malloc_usable_size must accept them. */
 #include <ctype.h>
 #include <errno.h>
@@ -175,6 +176,75 @@ static void child_foreign_pointers(void *arg)
         _exit(19);
 }
 
+/* --- writes that damage a free list (issue 15): the next malloc that follows the link must stop
+ * with "heap corruption: free list of page P (class C) damaged", P the page of the damaged block -- */
+
+#define PAGE_OF(p) ((void *)((uintptr_t)(p) & ~(uintptr_t)(32768 - 1)))
+
+/* Two blocks of a->size bytes side by side (q right after p in the same page). */
+static void adjacent_pair(size_t size, unsigned char **p, unsigned char **q)
+{
+    enum { N = 256 };
+    static unsigned char *held[N];
+    size_t stride = T_USABLE(t_launder(T_MALLOC(size))); /* the class size */
+    for (size_t i = 0; i < N; i++) {
+        held[i] = T_MALLOC(size);
+        for (size_t j = 0; j < i; j++) {
+            if (held[j] + stride == held[i] && PAGE_OF(held[j]) == PAGE_OF(held[i])) {
+                *p = held[j];
+                *q = held[i];
+                return;
+            }
+        }
+    }
+    _exit(91); /* fresh blocks are carved in address order: a pair must turn up */
+}
+
+/* A program writes past the end of p into its free neighbour q (a heap overflow), then mallocs. */
+static void child_overflow_into_free(void *arg)
+{
+    struct args *a = arg;
+    unsigned char *p, *q;
+    adjacent_pair(a->size, &p, &q);
+    size_t usable = T_USABLE(p);
+    T_FREE(q);
+    *shared_addr = PAGE_OF(q);
+    memset(t_launder(p), 'A', usable + 8); /* 8 bytes too many: q's first word */
+    for (int i = 0; i < 3; i++)
+        (void)T_MALLOC(a->size);
+}
+
+/* A program writes into the first word of a block it freed (use after free), then mallocs. */
+static void child_write_after_free(void *arg)
+{
+    struct args *a = arg;
+    void *keep = T_MALLOC(a->size); /* keeps the page in use */
+    uint64_t *p = T_MALLOC(a->size);
+    (void)keep;
+    T_FREE(p);
+    *shared_addr = PAGE_OF(p);
+    *(volatile uint64_t *)t_launder(p) = a->offset; /* the value the program wrote */
+    for (int i = 0; i < 3; i++)
+        (void)T_MALLOC(a->size);
+}
+
+/* Another thread frees two blocks (onto the page's thread_free list), the program then writes into
+ * one of them; the owner meets the damage when it collects the list. */
+static void child_write_after_remote_free(void *arg)
+{
+    struct args *a = arg;
+    unsigned char *p, *q;
+    adjacent_pair(a->size, &p, &q);
+    pthread_t t;
+    if (pthread_create(&t, NULL, thread_free, p) != 0 || pthread_join(t, NULL) != 0 ||
+        pthread_create(&t, NULL, thread_free, q) != 0 || pthread_join(t, NULL) != 0)
+        _exit(90);
+    *shared_addr = PAGE_OF(q);
+    *(volatile uint64_t *)t_launder(q) = a->offset;
+    for (int i = 0; i < 70000; i++) /* more than a page holds: the page's remote frees get collected */
+        (void)T_MALLOC(a->size);
+}
+
 /* --- the tests ------------------------------------------------------------------------------ */
 
 static struct outcome outcome;
@@ -245,6 +315,23 @@ static void test_cross_thread_double_free(void **state)
     expect_abort(&outcome, "double free", NULL, *shared_addr);
 }
 
+static void test_damaged_free_list(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {8, 16, 24, 32, 48, 100, 256, 512};
+    const uint64_t values[] = {0, 1, 0x4141414141414141ull, 0x00007f0000001000ull, 0xffffffffffffffffull};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        RUN(child_overflow_into_free, .size = sizes[i]);
+        expect_abort(&outcome, "heap corruption: free list of page", NULL, *shared_addr);
+        for (size_t v = 0; v < sizeof values / sizeof values[0]; v++) {
+            RUN(child_write_after_free, .size = sizes[i], .offset = values[v]);
+            expect_abort(&outcome, "heap corruption: free list of page", NULL, *shared_addr);
+        }
+        RUN(child_write_after_remote_free, .size = sizes[i], .offset = values[2]);
+        expect_abort(&outcome, "heap corruption: free list of page", NULL, *shared_addr);
+    }
+}
+
 static void test_foreign_pointers_accepted(void **state)
 {
     (void)state;
@@ -268,6 +355,7 @@ int main(void)
         cmocka_unit_test(test_realloc_after_free),
         cmocka_unit_test(test_realloc_inside_block),
         cmocka_unit_test(test_cross_thread_double_free),
+        cmocka_unit_test(test_damaged_free_list),
         cmocka_unit_test(test_foreign_pointers_accepted),
     };
     print_message("pyalloc misuse tests through %s\n", T_API_NAME);

@@ -14,23 +14,43 @@
 #include "internal.h"
 #include "pyalloc.h"
 
-/* The rule types.h states: o is a valid block start iff o % bsize == 0 and o / bsize < carved. */
+/* The rule types.h states: o is a valid block start iff o % bsize == 0 and o / bsize < carved; the
+ * whole-address test (malloc's check of a free list's head) also rejects every address outside the
+ * page: each multiple of bsize from two pages below to two pages above it, the end mark, and a
+ * million random addresses (a false pass is about 1 in 2^42). */
 static void test_block_start_every_class_and_offset(void **state) {
     (void)state;
     pa_page pg;
+    const uintptr_t start = (uintptr_t)0x7f1234560000; /* any page-aligned address */
+    uint64_t rng = 0x9e3779b97f4a7c15ull;
     for (uint32_t cls = 0; cls < PA_NCLASS; cls++) {
         uint32_t bsize = pa_class_size(cls), nblocks = pa_class_blocks(cls);
         memset(&pg, 0, sizeof pg);
-        pg.magic = (uint32_t)((((uint64_t)1) << 32) / bsize + 1);
-        uint32_t step = pg.magic * bsize;
+        pg.magic = pa_block_magic(bsize);
+        pg.start_magic = (uint64_t)start * pg.magic;
+        uint64_t step = pg.magic * bsize;
         assert_true(step > 0 && step <= bsize);
         uint32_t ks[] = {0, 1, 2, nblocks / 2, nblocks - 1, nblocks};
         for (size_t i = 0; i < sizeof ks / sizeof ks[0]; i++) {
             uint32_t k = ks[i];
-            pa_store_relaxed(&pg.thresh, k ? (k - 1) * step + 1 : 0);
+            pa_store_relaxed(&pg.thresh, pa_block_thresh(pg.magic, bsize, k));
             for (uint32_t o = 0; o < PA_PAGE_SIZE; o++) {
                 bool want = o % bsize == 0 && o / bsize < k;
                 if (pa_block_is_start(&pg, o) != want) fail_msg("class %u k %u offset %u: got %d", bsize, k, o, !want);
+                if (pa_block_in_page(&pg, (pa_block *)(start + o)) != want)
+                    fail_msg("class %u k %u address offset %u: got %d", bsize, k, o, !want);
+            }
+            for (int64_t o = -2 * (int64_t)PA_PAGE_SIZE; o < 3 * (int64_t)PA_PAGE_SIZE; o += bsize) {
+                if (o >= 0 && o < (int64_t)PA_PAGE_SIZE) continue;
+                if (pa_block_in_page(&pg, (pa_block *)(start + o)))
+                    fail_msg("class %u k %u: address offset %lld outside the page passes", bsize, k, (long long)o);
+            }
+            if (pa_block_in_page(&pg, (pa_block *)(start | 1))) fail_msg("class %u: the end mark passes", bsize);
+            for (int r = 0; r < (k == nblocks ? 1000000 : 0); r++) {
+                rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+                uintptr_t a = (uintptr_t)rng;
+                if (a - start < PA_PAGE_SIZE) continue;
+                if (pa_block_in_page(&pg, (pa_block *)a)) fail_msg("class %u: random address %#lx passes", bsize, (unsigned long)a);
             }
         }
     }
