@@ -48,9 +48,10 @@ int pa_alignment_mode(void);
 struct pa_class_stats {
     unsigned long long size;        /* block size of the class */
     unsigned long long allocs;      /* blocks handed out, ever */
-    unsigned long long frees;       /* blocks freed, ever (allocs - in_use) */
-    unsigned long long in_use;      /* blocks allocated now (a block another thread freed counts
-                                       until the page's owner collects it) */
+    unsigned long long frees;       /* blocks freed, ever, by any thread */
+    unsigned long long in_use;      /* blocks allocated now: allocs - frees (built without the
+                                       counters: the blocks the pages hold, a block another thread
+                                       freed counting until the page's owner collects it) */
     unsigned long long pages;       /* pages (page_size bytes) holding the class now */
     unsigned long long peak_pages;  /* most pages the class held at once */
     unsigned long long peak_in_use; /* most blocks out at once, to within a page per thread: the

@@ -47,6 +47,7 @@ static inline void pa_fast_free(void *p) {
     if (pa_likely(pa_load_fast(&pg->heap) == h)) { /* this thread's (a FULL page too: see page_bias) */
         if (pa_likely((int)pa_block_is_start(pg, off & PA_PAGE_MASK) & (int)!pa_block_looks_free(pg, b))) {
             pa_block_push(pg, b);
+            PA_STAT(h->nfree[pg->cls]++);
             if (pa_unlikely(--pg->used == 0)) pa_free_local_slow(h, pg);
             return;
         }

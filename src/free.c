@@ -52,6 +52,7 @@ void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
     if (pa_block_looks_free(pg, b) && free_is_listed(pg, b))
         pa_fatal("free(): double free detected", b);
     pa_block_push(pg, b);
+    pa_stat_free(h, pg->cls);
     pg->used--;
     pa_free_local_slow(h, pg);
 }
@@ -87,6 +88,7 @@ void pa_free_remote(pa_page *pg, pa_block *b) {
                                                     memory_order_relaxed));
     if (pa_unlikely(atomic_load(&pg->fullstate) == PA_FS_FULL)) pa_page_notify(pg);
     pa_heap *me = pa_tls_heap;
+    pa_stat_free(me, pg->cls); /* cls is stable: the page cannot be released while b was live */
     if (me->live) me->stats.remote_frees++;
     else atomic_fetch_add_explicit(&pa_orphan_remote_frees, 1, memory_order_relaxed);
 }
@@ -114,6 +116,7 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
     pa_block_push(pg, b);
     pg->used--;
     pa_heap *me = pa_tls_heap;
+    pa_stat_free(me, pg->cls);
     if (pg->used == 0) {
         pa_heap_unabandon(pg);
         pa_pool_give(pg);

@@ -236,6 +236,13 @@ void pa_heap_sys_first(size_t n) PA_COLD; /* a passthrough request of a thread w
 /* ---- stats.c: counters kept per thread (in its heap), merged when read ---- */
 #if PA_STATS
 extern _Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes;
+extern _Atomic uint64_t pa_orphan_nfree[PA_NCLASS];
+/* A small block of class cls freed on a slow path, counted in the freeing thread's heap (the fast
+ * path counts its own), or in the shared orphan counters for a thread without one. */
+static inline void pa_stat_free(pa_heap *me, uint32_t cls) {
+    if (pa_likely(me->live)) me->nfree[cls]++;
+    else atomic_fetch_add_explicit(&pa_orphan_nfree[cls], 1, memory_order_relaxed);
+}
 static inline void pa_stat_sys(size_t n) {
     pa_heap *h = pa_tls_heap;
     if (pa_likely(h->live)) {
@@ -249,6 +256,7 @@ static inline void pa_stat_sys(size_t n) {
 #define PA_STAT(x) x
 #else
 static inline void pa_stat_sys(size_t n) { (void)n; }
+static inline void pa_stat_free(pa_heap *me, uint32_t cls) { (void)me, (void)cls; }
 #define PA_STAT(x) ((void)0)
 #endif
 extern _Atomic uint64_t pa_orphan_remote_frees;

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT
  * Statistics: what the allocator did, per size class. The counters live in each thread's heap and
- * are bumped by that thread alone (malloc: one add by request size), so the fast paths take no lock
- * and share no cache line. Frees cost nothing: the blocks out are read off the page descriptors
- * (their `used` counts), and frees = allocs - in use. Reading sums every heap in the registry and
- * walks the descriptors. Nothing here allocates: the report is formatted into a buffer on the stack
+ * are bumped by that thread alone (malloc: one add by request size; free: one add by class, in the
+ * freeing thread's heap, remote frees too), so the fast paths take no lock and share no cache line,
+ * and in use = allocs - frees is exact at any instant. Reading sums every heap in the registry and
+ * walks the descriptors for the pages held. Nothing here allocates: the report is formatted into a buffer on the stack
  * and written with write(2). Exports pa_stats_get, pa_stats_print, pa_stat_page, the shared
  * counters of threads without a heap (pa_orphan_*) and the PYALLOC_STATS report at exit. */
 #include "internal.h"
@@ -17,6 +17,7 @@
 
 #if PA_STATS
 _Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes; /* by threads without a heap of their own */
+_Atomic uint64_t pa_orphan_nfree[PA_NCLASS]; /* small-block frees, by class, of threads without a heap */
 #endif
 
 static _Atomic uint64_t class_pages[PA_NCLASS], class_pages_peak[PA_NCLASS];
@@ -50,6 +51,7 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
     out->enabled = PA_STATS;
     out->page_size = (unsigned)PA_PAGE_SIZE;
     uint64_t allocs[PA_NCLASS] = {0}, requested[PA_NCLASS] = {0}, used[PA_NCLASS] = {0};
+    uint64_t frees[PA_NCLASS] = {0};
     uint64_t pages[PA_NCLASS] = {0};
     if (ready) {
         pthread_mutex_lock(&pa_heaps_lock);
@@ -65,6 +67,7 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
                 allocs[c] += k;
                 requested[c] += k * n;
             }
+            for (uint32_t c = 0; c < PA_NCLASS; c++) frees[c] += RD(h->nfree[c]);
             out->passthrough_calls += RD(h->sys_calls);
             out->passthrough_bytes += RD(h->sys_bytes);
 #endif
@@ -74,9 +77,12 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
 #if PA_STATS
         out->passthrough_calls += atomic_load_explicit(&pa_orphan_sys_calls, memory_order_relaxed);
         out->passthrough_bytes += atomic_load_explicit(&pa_orphan_sys_bytes, memory_order_relaxed);
+        for (uint32_t c = 0; c < PA_NCLASS; c++)
+            frees[c] += atomic_load_explicit(&pa_orphan_nfree[c], memory_order_relaxed);
 #endif
-        /* Pages held and blocks out now: every committed descriptor whose page is in use. A block
-         * freed by another thread counts as out until its page's owner collects it. */
+        /* Pages held now: every committed descriptor whose page is in use; and, without the
+         * counters, the blocks out (a block freed by another thread counts as out until its
+         * page's owner collects it). */
         size_t npages = pa_load_relaxed(&pa_limit) >> PA_PAGE_SHIFT;
         for (size_t i = 0; i < npages; i++) {
             uint16_t bsize = RD(pa_pages[i].bsize);
@@ -103,9 +109,17 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
         struct pa_class_stats *s = &out->classes[k++];
         s->size = pa_class_size(c);
         s->allocs = allocs[c];
+#if PA_STATS
+        /* Exact at any instant: every free is counted where it happens, remote ones too. A racing
+         * snapshot may read a free before the allocation it undoes. */
+        s->frees = frees[c] < allocs[c] ? frees[c] : allocs[c];
+        s->in_use = s->allocs - s->frees;
+        (void)used;
+#else
         s->in_use = used[c];
-        if (s->allocs < s->in_use) s->allocs = s->in_use; /* PA_STATS off, or a racing snapshot */
-        s->frees = s->allocs - s->in_use;
+        s->allocs = s->in_use; /* not counted: at least the blocks out */
+        s->frees = 0;
+#endif
         s->pages = pages[c];
         s->peak_pages = atomic_load_explicit(&class_pages_peak[c], memory_order_relaxed);
         if (s->peak_pages < s->pages) s->peak_pages = s->pages;

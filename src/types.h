@@ -143,8 +143,8 @@ typedef struct pa_heap {
     pa_heap_stats stats;
 #if PA_STATS
     /* Counted by this thread only, summed over every heap when read (stats.c). */
-    uint64_t nalloc[PA_NDIRECT]; /* small blocks handed out, by request size: class and rounding.
-                                    Frees are not counted: blocks in use are read off the pages. */
+    uint64_t nalloc[PA_NDIRECT]; /* small blocks handed out, by request size: class and rounding */
+    uint64_t nfree[PA_NCLASS];   /* small blocks this thread freed, by class (into any page) */
     uint64_t sys_calls, sys_bytes; /* requests passed to the system allocator */
 #endif
 } pa_heap;
