@@ -81,6 +81,7 @@ void pa_free_remote(pa_page *pg, pa_block *b) {
     /* No way to walk the owner's free list from here: a first word that decodes like a free link
      * (1 in 2^50 for live data, the key being secret) is taken as the double free it almost surely is. */
     if (pa_unlikely(pa_block_looks_free(pg, b))) pa_fatal("free(): double free detected", b);
+    uint32_t cls = pg->cls; /* read while b is live: once pushed, the owner may release the page */
     pa_block *head = atomic_load_explicit(&pg->thread_free, memory_order_relaxed);
     do {
         pa_block_set_next(pg, b, head ? head : pa_list_end(pg));
@@ -88,7 +89,7 @@ void pa_free_remote(pa_page *pg, pa_block *b) {
                                                     memory_order_relaxed));
     if (pa_unlikely(atomic_load(&pg->fullstate) == PA_FS_FULL)) pa_page_notify(pg);
     pa_heap *me = pa_tls_heap;
-    pa_stat_free(me, pg->cls); /* cls is stable: the page cannot be released while b was live */
+    pa_stat_free(me, cls);
     if (me->live) me->stats.remote_frees++;
     else atomic_fetch_add_explicit(&pa_orphan_remote_frees, 1, memory_order_relaxed);
 }
