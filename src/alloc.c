@@ -6,6 +6,7 @@
 #include "fastpath.h"
 
 #include <errno.h>
+#include <gnu/libc-version.h>
 #include <string.h>
 
 #include "pyalloc.h"
@@ -67,9 +68,9 @@ extern __typeof__(pa_realloc) pa_realloc_h __attribute__((alias("pa_realloc"), v
 
 static inline bool pow2(size_t a) { return a && !(a & (a - 1)); }
 
-/* An aligned block: from the pools when alignment <= 16 (a size that is a multiple of 16 gets a
- * 16-aligned block in either mode, since pages are page-aligned), from glibc otherwise. */
-static void *alloc_aligned(size_t a, size_t n) {
+/* An aligned block, a a power of two: from the pools when a <= 16 (a size that is a multiple of 16
+ * gets a 16-aligned block in either mode, since pages are page-aligned), from glibc otherwise. */
+void *pa_alloc_aligned_h(size_t a, size_t n) {
     if (a <= 16 && n <= PA_SMALL) {
         if (n == 0) n = 1;                      /* a unique block, still aligned as asked */
         if (a > 8) n = (n + 15) & ~(size_t)15;
@@ -81,28 +82,53 @@ static void *alloc_aligned(size_t a, size_t n) {
 
 PA_API int pa_posix_memalign(void **out, size_t a, size_t n) {
     if (!pow2(a) || a % sizeof(void *) != 0) return EINVAL;
-    int saved = errno;
-    void *p = alloc_aligned(a, n);
-    if (!p) {
-        errno = saved;
-        return ENOMEM;
-    }
+    void *p = pa_alloc_aligned_h(a, n);
+    if (!p) return ENOMEM; /* errno is ENOMEM too, as glibc leaves it */
     *out = p;
     return 0;
 }
 
+/* glibc's memalign (_mid_memalign in malloc.c), for any alignment: up to 16 it is malloc; above, an
+ * alignment that is not a power of two is rounded up to the next one, and one above SIZE_MAX / 2 + 1
+ * (which has none) is EINVAL. Below 16 pyalloc rounds up too, so the block is at least that aligned. */
+static void *memalign_any(size_t a, size_t n) {
+    if (pa_unlikely(!pow2(a))) {
+        if (a > SIZE_MAX / 2 + 1) {
+            errno = EINVAL;
+            return NULL;
+        }
+        a = a ? (size_t)1 << (64 - __builtin_clzll(a)) : 1;
+    }
+    return pa_alloc_aligned_h(a, n);
+}
+
+/* glibc 2.38 made aligned_alloc reject an alignment that is not a power of two (or 0) with EINVAL,
+ * as C17 asks; up to 2.37 it is memalign. Decided by the glibc running, read once (its version
+ * string is a constant: no allocation). */
+static bool aligned_alloc_strict(void) {
+    static _Atomic int strict; /* 0 unknown, 1 no, 2 yes */
+    int s = atomic_load_explicit(&strict, memory_order_relaxed);
+    if (pa_likely(s)) return s == 2;
+    const char *v = gnu_get_libc_version();
+    unsigned major = 0, minor = 0;
+    while (*v >= '0' && *v <= '9') major = major * 10 + (unsigned)(*v++ - '0');
+    if (*v == '.') v++;
+    while (*v >= '0' && *v <= '9') minor = minor * 10 + (unsigned)(*v++ - '0');
+    s = (major > 2 || (major == 2 && minor >= 38)) ? 2 : 1;
+    atomic_store_explicit(&strict, s, memory_order_relaxed);
+    return s == 2;
+}
+
 PA_API void *pa_aligned_alloc(size_t a, size_t n) {
-    if (!pow2(a)) { /* C11; glibc 2.38 rejects these too */
+    if (pa_likely(pow2(a))) return pa_alloc_aligned_h(a, n);
+    if (aligned_alloc_strict()) {
         errno = EINVAL;
         return NULL;
     }
-    return alloc_aligned(a, n);
+    return memalign_any(a, n);
 }
 
-PA_API void *pa_memalign(size_t a, size_t n) {
-    /* As the manual page has it (glibc itself rounds such an alignment up): a power of two, or EINVAL. */
-    return pa_aligned_alloc(a, n);
-}
+PA_API void *pa_memalign(size_t a, size_t n) { return memalign_any(a, n); }
 
 PA_API void *pa_valloc(size_t n) { return pa_sys_valloc(n); }
 PA_API void *pa_pvalloc(size_t n) { return pa_sys_pvalloc(n); }

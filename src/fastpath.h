@@ -14,6 +14,7 @@
 void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b);
 void *pa_calloc_h(size_t n, size_t s);  /* pa_calloc and pa_realloc under hidden names (alloc.c) */
 void *pa_realloc_h(void *p, size_t n);
+void *pa_alloc_aligned_h(size_t a, size_t n); /* a a power of two: pools when a <= 16 (alloc.c) */
 
 static inline void *pa_fast_malloc_small(size_t n) {
     pa_heap *h = pa_tls_heap;

@@ -557,24 +557,6 @@ static void test_posix_memalign_huge_enomem(void **state)
     assert_ptr_equal(p, sentinel);
 }
 
-static void test_aligned_alloc_memalign_einval(void **state)
-{
-    (void)state;
-    const size_t bad[] = {3, 12, 24, 48, 100, 65535, 65537};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        errno = 0;
-        void *p = T_ALIGNED_ALLOC(bad[i], 64);
-        if (p != NULL)
-            fail_msg("aligned_alloc(align %zu) succeeded", bad[i]);
-        assert_int_equal(errno, EINVAL);
-        errno = 0;
-        p = T_MEMALIGN(bad[i], 64);
-        if (p != NULL)
-            fail_msg("memalign(align %zu) succeeded", bad[i]);
-        assert_int_equal(errno, EINVAL);
-    }
-}
-
 static void test_aligned_huge_enomem(void **state)
 {
     (void)state;
@@ -702,7 +684,6 @@ int main(void)
         cmocka_unit_test(test_realloc_huge_keeps_old_block),
         cmocka_unit_test(test_posix_memalign_einval),
         cmocka_unit_test(test_posix_memalign_huge_enomem),
-        cmocka_unit_test(test_aligned_alloc_memalign_einval),
         cmocka_unit_test(test_aligned_huge_enomem),
         cmocka_unit_test(test_free_null_and_errno),
 #ifndef PA_TEST_PA_API
