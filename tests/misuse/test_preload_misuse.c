@@ -5,10 +5,11 @@
  *     double free; free of an address inside a block; free of a block that was handed to another
  *     thread and freed there; realloc of a freed block;
  *   - defined outcome "handed to glibc": pointers from glibc's allocator that pyalloc never served
- *     (__libc_malloc & co., as if allocated before the preload took over) and pointers from a library
- *     opened with dlopen(RTLD_NOW | RTLD_DEEPBIND), whose malloc binds to glibc's despite the
- *     preload. free, realloc (grow, shrink, to 0) and malloc_usable_size of them must work and keep
- *     the contents; the library must also be able to free its own blocks.
+ *     (__libc_malloc & co., as if allocated before the preload took over) and the blocks a library
+ *     opened with dlopen(RTLD_NOW | RTLD_DEEPBIND) allocated in its constructor, which runs before
+ *     pyalloc repairs the library (its malloc is glibc's until then, pyalloc's after). free, realloc
+ *     (grow, shrink, to 0) and malloc_usable_size of them must work and keep the contents; the
+ *     library must also be able to free and realloc those blocks itself.
  * usage: test_preload_misuse FOREIGN_LIB.so (run with LD_PRELOAD set to libpyalloc.so). */
 #include <dlfcn.h>
 #include <pthread.h>
@@ -35,12 +36,12 @@ static int (*is_small)(const void *); /* pyalloc's pa_is_small, found with dlsym
 static struct {
     void *handle;
     void *(*malloc_)(size_t);
-    void *(*calloc_)(size_t, size_t);
     void *(*realloc_)(void *, size_t);
     void (*free_)(void *);
     size_t (*usable)(void *);
-    void *(*memalign_)(size_t, size_t);
     void *(*malloc_address)(void);
+    void *(*ctor_block)(size_t);
+    void *(*ctor_malloc_address)(void);
 } lib;
 
 static void *must_sym(void *handle, const char *name)
@@ -65,9 +66,9 @@ static void test_preload_in_force(void **state)
     free(p);
 }
 
-/* --- RTLD_DEEPBIND: the library's malloc is glibc's ---------------------------------------------- */
+/* --- RTLD_DEEPBIND: glibc's malloc in the constructor, pyalloc's after ------------------------------ */
 
-static void test_deepbind_library_uses_glibc(void **state)
+static void test_deepbind_library_repaired(void **state)
 {
     (void)state;
     void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
@@ -76,23 +77,30 @@ static void test_deepbind_library_uses_glibc(void **state)
     void *global_malloc = must_sym(RTLD_DEFAULT, "malloc");
     if (global_malloc == glibc_malloc)
         fail_msg("malloc in the global scope is glibc's: the preload is not in force");
-    if (lib.malloc_address() != glibc_malloc)
-        fail_msg("the RTLD_DEEPBIND library's malloc is %p, not glibc's %p (global: %p)",
-                 lib.malloc_address(), glibc_malloc, global_malloc);
+    if (lib.ctor_malloc_address() != glibc_malloc)
+        fail_msg("the RTLD_DEEPBIND library's constructor called malloc %p, not glibc's %p",
+                 lib.ctor_malloc_address(), glibc_malloc);
+    if (lib.malloc_address() != global_malloc)
+        fail_msg("the RTLD_DEEPBIND library's malloc is %p after dlopen, not pyalloc's %p",
+                 lib.malloc_address(), global_malloc);
     void *p = lib.malloc_(32);
     assert_non_null(p);
-    assert_false(is_small(p));
-    assert_int_equal(malloc_usable_size(p), 40); /* glibc's chunk, as glibc sizes it */
+    assert_true(is_small(p));
+    assert_int_equal(lib.usable(p), 32);
     lib.free_(p);
+    void *c = lib.ctor_block(4); /* 32 bytes, from the constructor */
+    assert_false(is_small(c));
+    assert_int_equal(malloc_usable_size(c), 40); /* glibc's chunk, as glibc sizes it */
 }
 
 static void child_deepbind_pointers(void *arg)
 {
     (void)arg;
     static const size_t sizes[] = {1, 8, 16, 24, 32, 100, 512, 513, 4096, 1 << 20};
-    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    enum { NS = sizeof sizes / sizeof sizes[0] };
+    for (size_t i = 0; i < NS; i++) {
         size_t n = sizes[i];
-        unsigned char *p = lib.malloc_(n);
+        unsigned char *p = lib.ctor_block(i);
         if (p == NULL || is_small(p) || malloc_usable_size(p) < n)
             _exit(10);
         t_fill(p, n, 7, i);
@@ -105,26 +113,28 @@ static void child_deepbind_pointers(void *arg)
         if (q == NULL || t_check(q, n / 2 + 1, 7, i) != (size_t)-1)
             _exit(12);
         free(q);
-        /* straight free of a fresh one */
-        free(lib.malloc_(n));
+        /* straight free of another, and the library's own free (pyalloc's now) of a third */
+        free(lib.ctor_block(NS + i));
+        lib.free_(lib.ctor_block(2 * NS + i));
     }
-    unsigned char *c = lib.calloc_(10, 30);
+    unsigned char *c = lib.ctor_block(3 * NS); /* calloc(10, 30) */
     if (c == NULL || c[0] != 0 || c[299] != 0 || malloc_usable_size(c) < 300)
         _exit(13);
     free(c);
-    void *a = lib.memalign_(64, 200);
+    void *a = lib.ctor_block(3 * NS + 1); /* posix_memalign(64, 200) */
     if (a == NULL || (uintptr_t)a % 64 != 0 || malloc_usable_size(a) < 200)
         _exit(14);
     free(a);
-    if (realloc(lib.malloc_(50), 0) != NULL) /* realloc(p, 0) frees a foreign block */
-        _exit(15);
-    /* the library's own realloc and free of its blocks still work beside pyalloc */
-    unsigned char *r = lib.realloc_(NULL, 20);
+    /* the library's realloc (pyalloc's now) of its constructor's block: glibc's realloc serves it */
+    unsigned char *r = lib.ctor_block(3 * NS + 2); /* realloc(NULL, 20) */
     t_fill(r, 20, 8, 1);
     r = lib.realloc_(r, 5000);
     if (r == NULL || t_check(r, 20, 8, 1) != (size_t)-1 || lib.usable(r) < 5000)
         _exit(16);
     lib.free_(r);
+    void *m = lib.ctor_block(3 * NS + 3); /* memalign(256, 100) */
+    if (m == NULL || (uintptr_t)m % 256 != 0 || realloc(m, 0) != NULL) /* realloc(p, 0) frees a foreign block */
+        _exit(15);
     /* pyalloc's blocks, next to the foreign ones, are untouched */
     void *mine = malloc(48);
     if (!is_small(mine))
@@ -285,12 +295,12 @@ static int setup(void **state)
         return -1;
     }
     lib.malloc_ = (void *(*)(size_t))must_sym(lib.handle, "foreign_malloc");
-    lib.calloc_ = (void *(*)(size_t, size_t))must_sym(lib.handle, "foreign_calloc");
     lib.realloc_ = (void *(*)(void *, size_t))must_sym(lib.handle, "foreign_realloc");
     lib.free_ = (void (*)(void *))must_sym(lib.handle, "foreign_free");
     lib.usable = (size_t(*)(void *))must_sym(lib.handle, "foreign_usable_size");
-    lib.memalign_ = (void *(*)(size_t, size_t))must_sym(lib.handle, "foreign_memalign");
     lib.malloc_address = (void *(*)(void))must_sym(lib.handle, "foreign_malloc_address");
+    lib.ctor_block = (void *(*)(size_t))must_sym(lib.handle, "foreign_ctor_block");
+    lib.ctor_malloc_address = (void *(*)(void))must_sym(lib.handle, "foreign_ctor_malloc_address");
     return 0;
 }
 
@@ -303,7 +313,7 @@ int main(int argc, char **argv)
     lib_path = argv[1];
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_preload_in_force),
-        cmocka_unit_test(test_deepbind_library_uses_glibc),
+        cmocka_unit_test(test_deepbind_library_repaired),
         cmocka_unit_test(test_deepbind_pointers_freed_through_pyalloc),
         cmocka_unit_test(test_libc_pointers_freed_through_pyalloc),
         cmocka_unit_test(test_double_free),
