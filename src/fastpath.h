@@ -16,9 +16,12 @@ void *pa_calloc_h(size_t n, size_t s);  /* pa_calloc and pa_realloc under hidden
 void *pa_realloc_h(void *p, size_t n);
 void *pa_alloc_aligned_h(size_t a, size_t n); /* a a power of two: pools when a <= 16 (alloc.c) */
 
-static inline void *pa_fast_malloc_small(size_t n) {
+/* A block of the class that serves requests of `slot` bytes, counted as a request of n bytes
+ * (operator new asks for n rounded up to 16 in either mode; the statistics keep n, except when the
+ * slow path serves it, which counts slot). */
+static inline void *pa_fast_malloc_small_as(size_t slot, size_t n) {
     pa_heap *h = pa_tls_heap;
-    pa_page *pg = h->direct[n];
+    pa_page *pg = h->direct[slot];
     pa_block *b = pg->free;
     if (pa_likely(pa_block_in_page(pg, b))) { /* a block start of this page: not the end mark,
                                                   not a damaged link (types.h, "Free lists") */
@@ -27,8 +30,11 @@ static inline void *pa_fast_malloc_small(size_t n) {
         PA_STAT(h->nalloc[n]++);
         return b;
     }
-    return pa_malloc_slow(h, n);
+    (void)n;
+    return pa_malloc_slow(h, slot);
 }
+
+static inline void *pa_fast_malloc_small(size_t n) { return pa_fast_malloc_small_as(n, n); }
 
 static inline void *pa_fast_malloc(size_t n) {
     if (pa_likely(n <= PA_SMALL)) return pa_fast_malloc_small(n);

@@ -4,7 +4,7 @@
  * which gives the pool's empty pages back at once, and C23's free_sized and free_aligned_sized.
  * malloc and free inline the fast paths; the rest are thin wrappers. reallocarray, strdup and friends
  * stay glibc's, which route them through these. Built into libpyalloc.so / .a, not into
- * pyalloc_core (dlopen is in deepbind.c). */
+ * pyalloc_core (C++'s operators are in cxx.c, dlopen in deepbind.c). */
 #include "fastpath.h"
 
 #include <malloc.h>
