@@ -226,6 +226,33 @@ static void test_malloc_trim_gives_pages_back(void **state)
     assert_int_equal(after.pages_dirty, 0);
 }
 
+/* When the reservation is full (the compat_*_reserve16 registration sets PYALLOC_RESERVE_MB=16, the
+ * least there is) requests go on succeeding, from glibc; with the default 64 GiB every one of these
+ * comes from the pools. */
+static void test_pool_full_falls_back(void **state)
+{
+    (void)state;
+    enum { N = 400000, SIZE = 64 }; /* 25.6 MB of blocks */
+    const char *mb = getenv("PYALLOC_RESERVE_MB");
+    size_t reserve = mb ? (size_t)strtoul(mb, NULL, 10) << 20 : 0;
+    void **p = T_MALLOC(N * sizeof *p);
+    assert_non_null(p);
+    size_t small = 0;
+    for (size_t i = 0; i < N; i++) {
+        p[i] = T_MALLOC(SIZE);
+        if (p[i] == NULL)
+            fail_msg("malloc(%d) number %zu failed", SIZE, i);
+        small += pa_is_small(p[i]) != 0;
+    }
+    if (reserve)
+        assert_true(small < N && small * SIZE <= reserve);
+    else
+        assert_int_equal(small, N);
+    for (size_t i = 0; i < N; i++)
+        T_FREE(p[i]);
+    T_FREE(p);
+}
+
 #ifndef PA_TEST_PA_API
 /* glibc's mallinfo2 (and malloc_stats, malloc_info, mallopt) describe glibc's heap: the requests pyalloc
  * passes on, not the pools. */
@@ -286,6 +313,7 @@ int main(void)
         cmocka_unit_test(test_realloc_zero_as_glibc),
         cmocka_unit_test(test_errno_untouched_on_success),
         cmocka_unit_test(test_malloc_trim_gives_pages_back),
+        cmocka_unit_test(test_pool_full_falls_back),
 #ifndef PA_TEST_PA_API
         cmocka_unit_test(test_mallinfo_sees_passthrough_only),
         cmocka_unit_test(test_cfree),
