@@ -7,11 +7,13 @@
 # probe program that knows nothing of pyalloc must see pyalloc's size classes.
 #
 # Long-running programs (redis-server, CPython's regression tests) are also checked from outside:
-# pool_rss.py reads /proc/PID/smaps and must find pyalloc's pool resident in the process.
+# pool_rss.py reads /proc/PID/smaps and must find pyalloc's pool resident in the process. The cases
+# added with issue 12 (php, clang, node, ruby, cmake, make, jq) also read pyalloc's own report
+# (PYALLOC_STATS=json, PYALLOC_STATS_FILE per process): it must count small blocks handed out.
 #
 # usage: run_preload.sh CASE LIB PROBE WORKDIR SRCDIR [EXE]
 #   CASE    probe | python | sort | sqlite3 | gzip | git | gcc | perl | lua | redis | cpython_tests |
-#           stress_handoff | stress_fork
+#           php | clang | node | ruby | cmake | make | jq | stress_handoff | stress_fork
 #   LIB     libpyalloc.so (absolute path)     PROBE  the pa_probe program (not linked to pyalloc)
 #   WORKDIR scratch directory                 SRCDIR tests/preload (workload.*, helper scripts)
 #   EXE     for stress_*: the stress program built without pyalloc
@@ -75,6 +77,31 @@ prove_bindings() {
             fail "ld.so did not bind libc's own '$sym' calls to $LIB (see $DIR/ld.*)"
     done
     rm -f "$DIR"/ld.*
+}
+
+# pre_stats CMD...: pre, and each process writes pyalloc's JSON report to $DIR/stats.<pid> at exit
+pre_stats() {
+    PYALLOC_STATS=json PYALLOC_STATS_FILE=$DIR/stats.%p pre "$@"
+}
+
+# prove_stats MIN: the reports pre_stats left count at least MIN small blocks handed out in all
+prove_stats() {
+    ls "$DIR"/stats.* >/dev/null 2>&1 || fail "no PYALLOC_STATS_FILE report in $DIR: pyalloc did not run"
+    served=$(python3 -c '
+import json, sys
+print(sum(json.load(open(f))["total"]["allocs"] for f in sys.argv[1:]))' "$DIR"/stats.*) ||
+        fail "cannot read the reports $DIR/stats.*"
+    [ "$served" -ge "$1" ] || fail "pyalloc's reports count $served small blocks, expected at least $1"
+    echo "pyalloc's report: $served small blocks handed out in $(ls "$DIR"/stats.* | wc -l) process(es)"
+    rm -f "$DIR"/stats.*
+}
+
+# same_in_mode8 NAME CMD...: CMD under the preload with PYALLOC_ALIGN=8 prints $DIR/NAME.glibc
+same_in_mode8() {
+    name=$1
+    shift
+    PYALLOC_ALIGN=8 LD_PRELOAD=$LIB "$@" >"$DIR/${name}8.pyalloc" || fail "$* failed under pyalloc with PYALLOC_ALIGN=8"
+    cp "$DIR/$name.glibc" "$DIR/${name}8.glibc" && compare "${name}8"
 }
 
 # prove_probe: the probe sees pyalloc's classes under the preload and glibc's without it, in both
@@ -492,6 +519,129 @@ cpython_tests)
     pre "$PY" -c 'import json, re; json.dumps([re.escape(str(i)) for i in range(1000)])' || fail "python3 failed under pyalloc"
     prove_bindings 'python3(\.11)?'
     echo "$workers regrtest workers sampled, all with libpyalloc mapped, $served with pyalloc's pool resident (largest $(awk '{ if ($3 + 0 > m) m = $3 + 0 } END { print m }' "$DIR/pool.workers") kB)"
+    ;;
+
+php)
+    need php php-cli
+    # Debian's php-cli with its default configuration: conf.d loads its extensions with
+    # dlopen(RTLD_DEEPBIND), so their free binds to glibc's (it aborted at start-up before pyalloc
+    # repaired them; `php -n`, without extensions, ran)
+    php "$SRC/workload.php" >"$DIR/php.glibc" || fail "php failed on glibc"
+    grep -q MISSING "$DIR/php.glibc" && fail "php's default configuration lacks an extension: $(grep MISSING "$DIR/php.glibc")"
+    pre_stats php "$SRC/workload.php" >"$DIR/php.pyalloc" || fail "php failed under pyalloc"
+    cat "$DIR"/ld.* | grep -E "binding file [^ ]*/(pdo|phar|iconv|fileinfo|tokenizer)\.so \[0\] to [^ ]*libc\.so\.6 \[0\]: normal symbol \`free'" >/dev/null ||
+        fail "no php extension bound free to glibc's (RTLD_DEEPBIND): the case this tests did not arise"
+    prove_bindings 'php(8\.2)?'
+    prove_stats 10000
+    compare php
+    same_in_mode8 php php "$SRC/workload.php"
+    echo "php $(php -r 'echo PHP_VERSION;'): $(grep -c ': loaded' "$DIR/php.pyalloc") extensions used, $(wc -l <"$DIR/php.pyalloc") lines"
+    ;;
+
+clang)
+    need clang clang
+    need clang++ clang
+    # a C++ unit through every stage (parse, templates, -O2, object), an empty C file (PYALLOC_ALIGN=8
+    # crashed on it: operator new's 8-aligned blocks met clang's movaps), each in both modes; the
+    # object files must be identical to glibc's, and the program built must run
+    cp "$SRC/workload.cpp" "$DIR/w.cpp" && : >"$DIR/empty.c" || fail "cannot copy the sources"
+    # build NAME ENV...: objects, diagnostics and the linked program in $DIR/*.NAME*
+    build() {
+        name=$1
+        shift
+        (cd "$DIR" && "$@" clang++ -std=c++17 -O2 -Wall -c w.cpp -o "w.$name.o" 2>"diag.$name" &&
+            "$@" clang -O2 -c empty.c -o "e.$name.o" 2>>"diag.$name" &&
+            "$@" clang++ "w.$name.o" -o "w.$name")
+    }
+    build glibc env || fail "clang failed on glibc"
+    build pyalloc env LD_PRELOAD="$LIB" LD_DEBUG=bindings LD_DEBUG_OUTPUT="$DIR/ld" PYALLOC_STATS=json \
+        PYALLOC_STATS_FILE="$DIR/stats.%p" || fail "clang failed under pyalloc (see $DIR/diag.pyalloc)"
+    bound_to_pyalloc 'libclang-cpp\.so\.14' _Znwm || fail "libclang-cpp's operator new is not pyalloc's"
+    prove_bindings 'libclang-cpp\.so(\.[0-9]+)*'
+    prove_stats 10000
+    build pyalloc8 env LD_PRELOAD="$LIB" PYALLOC_ALIGN=8 || fail "clang failed under pyalloc with PYALLOC_ALIGN=8"
+    for f in w e; do
+        cp "$DIR/$f.glibc.o" "$DIR/$f.o.glibc" && cp "$DIR/$f.pyalloc.o" "$DIR/$f.o.pyalloc" && compare "$f.o"
+        cp "$DIR/$f.glibc.o" "$DIR/$f.o8.glibc" && cp "$DIR/$f.pyalloc8.o" "$DIR/$f.o8.pyalloc" && compare "$f.o8"
+    done
+    for n in pyalloc pyalloc8; do
+        cp "$DIR/diag.glibc" "$DIR/diag_$n.glibc" && cp "$DIR/diag.$n" "$DIR/diag_$n.pyalloc" && compare "diag_$n"
+    done
+    "$DIR/w.glibc" >"$DIR/run.glibc" || fail "the program clang built on glibc failed"
+    LD_PRELOAD=$LIB "$DIR/w.pyalloc" >"$DIR/run.pyalloc" || fail "the program clang built under pyalloc failed"
+    compare run
+    same_in_mode8 run "$DIR/w.pyalloc8"
+    echo "clang: identical objects ($(wc -c <"$DIR/w.o.pyalloc") bytes) in both modes"
+    ;;
+
+node)
+    NODE=$(command -v node || command -v nodejs) || fail "node not found: install it with 'apt-get install nodejs'"
+    "$NODE" "$SRC/workload.js" >"$DIR/js.glibc" || fail "node failed on glibc"
+    pre_stats "$NODE" "$SRC/workload.js" >"$DIR/js.pyalloc" || fail "node failed under pyalloc"
+    prove_bindings 'node(js)?'
+    prove_stats 10000
+    compare js
+    same_in_mode8 js "$NODE" "$SRC/workload.js"
+    echo "node $("$NODE" --version): $(wc -l <"$DIR/js.pyalloc") lines"
+    ;;
+
+ruby)
+    need ruby ruby
+    ruby "$SRC/workload.rb" >"$DIR/rb.glibc" || fail "ruby failed on glibc"
+    pre_stats ruby "$SRC/workload.rb" >"$DIR/rb.pyalloc" || fail "ruby failed under pyalloc"
+    prove_bindings 'libruby-?[0-9.]*\.so(\.[0-9]+)*'
+    prove_stats 100000
+    compare rb
+    same_in_mode8 rb ruby "$SRC/workload.rb"
+    echo "$(ruby -e 'print RUBY_DESCRIPTION[0, 11]'): $(wc -l <"$DIR/rb.pyalloc") lines"
+    ;;
+
+cmake)
+    need cmake cmake
+    # cmake -P: C++ strings and lists (operator new) in a script
+    mkdir -p "$DIR/g" "$DIR/p" "$DIR/p8"
+    cmake -DWORK="$DIR/g" -P "$SRC/workload.cmake" >"$DIR/cm.glibc" || fail "cmake failed on glibc"
+    pre_stats cmake -DWORK="$DIR/p" -P "$SRC/workload.cmake" >"$DIR/cm.pyalloc" || fail "cmake failed under pyalloc"
+    bound_to_pyalloc cmake _Znwm || fail "cmake's operator new is not pyalloc's"
+    prove_bindings cmake
+    prove_stats 10000
+    compare cm
+    same_in_mode8 cm cmake -DWORK="$DIR/p8" -P "$SRC/workload.cmake"
+    echo "$(cmake --version | head -1): $(wc -l <"$DIR/cm.pyalloc") lines"
+    ;;
+
+make)
+    need make make
+    need seq coreutils
+    make -s -f "$SRC/workload.mk" >"$DIR/mk.glibc" || fail "make failed on glibc"
+    pre_stats make -s -f "$SRC/workload.mk" >"$DIR/mk.pyalloc" || fail "make failed under pyalloc"
+    prove_bindings make
+    prove_stats 10000
+    compare mk
+    same_in_mode8 mk make -s -f "$SRC/workload.mk"
+    echo "$(make --version | head -1): $(head -1 "$DIR/mk.pyalloc")"
+    ;;
+
+jq)
+    need jq jq
+    need awk mawk
+    # 15,000 JSON records, generated
+    awk 'BEGIN {
+        srand(11); split("alpha beta gamma delta skip", kinds, " "); printf "["
+        for (i = 0; i < 15000; i++) {
+            printf "%s{\"name\":\"n%d_%s\",\"kind\":\"%s\",\"value\":%d,\"tags\":[\"t%d\",\"u%d\"]}",
+                i ? "," : "", int(rand() * 5000), substr("abcdefghij", 1, 1 + int(rand() * 9)), kinds[1 + int(rand() * 5)],
+                int(rand() * 1000), int(rand() * 50), int(rand() * 7)
+        }
+        print "]"
+    }' >"$DIR/records.json" || fail "cannot generate the records"
+    jq -S -f "$SRC/workload.jq" "$DIR/records.json" >"$DIR/jq.glibc" || fail "jq failed on glibc"
+    pre_stats jq -S -f "$SRC/workload.jq" "$DIR/records.json" >"$DIR/jq.pyalloc" || fail "jq failed under pyalloc"
+    prove_bindings 'libjq\.so\.1'
+    prove_stats 100000
+    compare jq
+    same_in_mode8 jq jq -S -f "$SRC/workload.jq" "$DIR/records.json"
+    echo "$(jq --version): $(wc -l <"$DIR/jq.pyalloc") lines"
     ;;
 
 stress_handoff | stress_fork)
