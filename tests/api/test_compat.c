@@ -3,9 +3,9 @@
  * behaviour. Where pyalloc must give glibc's answer (success or failure, errno, the alignment asked
  * for) the same request goes to both and the answers are compared; where it answers differently on
  * purpose (block sizes, what malloc_trim and mallinfo2 see) the difference is what is checked.
- * glibc is reached through its __libc_* entry points and, for the names it exports no such entry
- * for, through dlsym on libc.so.6. Built like test_api.c, for the libc names and for pa_*, in both
- * alignment modes. */
+ * glibc is reached through dlsym on libc.so.6, which finds libc's own definitions even where the
+ * program's names are pyalloc's or a sanitizer's (ThreadSanitizer intercepts __libc_memalign too).
+ * Built like test_api.c, for the libc names and for pa_*, in both alignment modes. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <setjmp.h>
@@ -17,11 +17,6 @@
 
 #include "pa_test.h"
 
-extern void *__libc_malloc(size_t size);
-extern void *__libc_realloc(void *p, size_t size);
-extern void *__libc_memalign(size_t alignment, size_t size);
-extern void __libc_free(void *p);
-
 #if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
 /* pyalloc_core then passes what it does not serve to the sanitizer's allocator, whose answers to
  * impossible requests are its own: only pyalloc's decisions are compared with glibc's. */
@@ -31,6 +26,10 @@ extern void __libc_free(void *p);
 #endif
 
 static int mode;
+static void *(*glibc_malloc)(size_t);
+static void *(*glibc_realloc)(void *, size_t);
+static void (*glibc_free)(void *);
+static void *(*glibc_memalign)(size_t, size_t);
 static void *(*glibc_aligned_alloc)(size_t, size_t);
 static int (*glibc_posix_memalign)(void **, size_t, size_t);
 
@@ -41,9 +40,16 @@ static int setup(void **state)
     void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
     if (!libc)
         return -1;
+    glibc_malloc = (void *(*)(size_t))dlsym(libc, "malloc");
+    glibc_realloc = (void *(*)(void *, size_t))dlsym(libc, "realloc");
+    glibc_free = (void (*)(void *))dlsym(libc, "free");
+    glibc_memalign = (void *(*)(size_t, size_t))dlsym(libc, "memalign");
     glibc_aligned_alloc = (void *(*)(size_t, size_t))dlsym(libc, "aligned_alloc");
     glibc_posix_memalign = (int (*)(void **, size_t, size_t))dlsym(libc, "posix_memalign");
-    return glibc_aligned_alloc && glibc_posix_memalign ? 0 : -1;
+    return glibc_malloc && glibc_realloc && glibc_free && glibc_memalign && glibc_aligned_alloc &&
+                   glibc_posix_memalign
+               ? 0
+               : -1;
 }
 
 static size_t pow2_ceil(size_t a) { return a <= 1 ? 1 : (size_t)1 << (64 - __builtin_clzll(a - 1)); }
@@ -66,7 +72,7 @@ static void compare_aligned(const char *fn, size_t a, size_t n, void *ours, int 
 {
     if (!T_SYS_IS_GLIBC && (a > 16 || n > PA_SMALL_MAX) && (!ours || !theirs)) {
         T_FREE(ours);
-        __libc_free(theirs);
+        glibc_free(theirs);
         return; /* an impossible request reached the sanitizer's allocator */
     }
     if ((ours == NULL) != (theirs == NULL))
@@ -83,7 +89,7 @@ static void compare_aligned(const char *fn, size_t a, size_t n, void *ours, int 
     if (T_USABLE(ours) < n)
         fail_msg("%s(%zu, %zu): usable size %zu", fn, a, n, T_USABLE(ours));
     T_FREE(ours);
-    __libc_free(theirs);
+    glibc_free(theirs);
 }
 
 static void test_memalign_as_glibc(void **state)
@@ -96,7 +102,7 @@ static void test_memalign_as_glibc(void **state)
             void *ours = T_MEMALIGN(a, n);
             int e = errno;
             errno = 0;
-            void *theirs = __libc_memalign(a, n);
+            void *theirs = glibc_memalign(a, n);
             compare_aligned("memalign", a, n, ours, e, theirs, errno);
         }
 }
@@ -143,7 +149,7 @@ static void test_posix_memalign_as_glibc(void **state)
                 if (rc == 0)
                     T_FREE(ours);
                 if (grc == 0)
-                    __libc_free(theirs);
+                    glibc_free(theirs);
                 continue;
             }
             if (rc != grc || e != ge)
@@ -160,7 +166,7 @@ static void test_posix_memalign_as_glibc(void **state)
 static void test_malloc_zero_unique(void **state)
 {
     (void)state;
-    void *a = T_MALLOC(0), *b = T_MALLOC(0), *g = __libc_malloc(0);
+    void *a = T_MALLOC(0), *b = T_MALLOC(0), *g = glibc_malloc(0);
     assert_non_null(a);
     assert_non_null(b);
     assert_non_null(g);
@@ -168,7 +174,7 @@ static void test_malloc_zero_unique(void **state)
     assert_int_equal(T_USABLE(a), 8);
     T_FREE(a);
     T_FREE(b);
-    __libc_free(g);
+    glibc_free(g);
 }
 
 /* realloc(p, 0) frees p and returns NULL, as glibc 2.36 does (its REALLOC_ZERO_BYTES_FREES);
@@ -176,7 +182,7 @@ static void test_malloc_zero_unique(void **state)
 static void test_realloc_zero_as_glibc(void **state)
 {
     (void)state;
-    assert_null(__libc_realloc(__libc_malloc(10), 0));
+    assert_null(glibc_realloc(glibc_malloc(10), 0));
     static const size_t sizes[] = {1, 24, 512, 513, 100000};
     for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
         errno = 777;
@@ -298,7 +304,7 @@ static void test_free_sized(void **state)
     free_sized(malloc(4000), 4000);
     free_aligned_sized(aligned_alloc(64, 64), 64, 64);
     free_aligned_sized(aligned_alloc(16, 32), 16, 32);
-    free_sized(__libc_malloc(100), 100); /* a glibc block goes back to glibc */
+    free_sized(glibc_malloc(100), 100); /* a glibc block goes back to glibc */
 }
 #endif
 
