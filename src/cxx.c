@@ -62,8 +62,15 @@ static PA_COLD void *cxx_new_failed(int form, size_t n, size_t al, void *self) {
     return ((void *(*)(size_t))f)(n);
 }
 
+/* The statistics count a request by its size, and that size's class must be the block's (a free is
+ * counted by the block's class): in classic mode a rounded request is counted at its rounded size.
+ * In the default mode both sizes have the same class, and the size asked for keeps the bytes the
+ * rounding costs counted as wasted. */
 static inline void *cxx_new(size_t n) {
-    if (pa_likely(n <= PA_SMALL)) return pa_fast_malloc_small_as(cxx_slot(n), n);
+    if (pa_likely(n <= PA_SMALL)) {
+        size_t slot = cxx_slot(n);
+        return pa_fast_malloc_small_as(slot, pa_opt.align == 8 ? slot : n);
+    }
     return pa_sys_malloc(n);
 }
 

@@ -16,9 +16,9 @@ void *pa_calloc_h(size_t n, size_t s);  /* pa_calloc and pa_realloc under hidden
 void *pa_realloc_h(void *p, size_t n);
 void *pa_alloc_aligned_h(size_t a, size_t n); /* a a power of two: pools when a <= 16 (alloc.c) */
 
-/* A block of the class that serves requests of `slot` bytes, counted as a request of n bytes
- * (operator new asks for n rounded up to 16 in either mode; the statistics keep n, except when the
- * slow path serves it, which counts slot). */
+/* A block of the class that serves requests of `slot` bytes, counted as a request of n bytes, which
+ * must be of the same class (operator new asks for its size rounded up to 16 in either mode: see
+ * cxx.c). The slow path counts slot. */
 static inline void *pa_fast_malloc_small_as(size_t slot, size_t n) {
     pa_heap *h = pa_tls_heap;
     pa_page *pg = h->direct[slot];

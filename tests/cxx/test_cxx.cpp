@@ -20,6 +20,8 @@
 
 #include <cstddef>
 #include <new>
+
+#include "pyalloc.h"
 #include <string>
 #include <vector>
 
@@ -142,6 +144,38 @@ static void test_default_new_alignment()
     S136 *s = new S136();
     CHECK(aligned(s, 16), "new S136 (136 bytes) is not 16-aligned");
     delete s;
+}
+
+// pyalloc's statistics: operator new's blocks are counted in the class that serves them, and their
+// deletes undo that (in classic mode a 24-byte request is served from the 32-byte class).
+static int (*stats_get)(struct pa_stats *, size_t);
+static unsigned long long class_in_use(const struct pa_stats &st, unsigned long long size)
+{
+    for (unsigned i = 0; i < st.nclasses; i++)
+        if (st.classes[i].size == size)
+            return st.classes[i].in_use;
+    return 0;
+}
+static void test_statistics_follow_the_class()
+{
+    enum { N = 100 };
+    void *p[N];
+    pa_stats before, during, after;
+    CHECK(stats_get(&before, sizeof before) == 0, "pa_stats_get");
+    for (int i = 0; i < N; i++)
+        p[i] = ::operator new(24);
+    CHECK(stats_get(&during, sizeof during) == 0, "pa_stats_get");
+    for (int i = 0; i < N; i++)
+        ::operator delete(p[i], (size_t)24);
+    CHECK(stats_get(&after, sizeof after) == 0, "pa_stats_get");
+    if (!before.enabled)
+        return; // built without counters: in_use is read off the pages, class by class, anyway
+    CHECK(class_in_use(during, 32) == class_in_use(before, 32) + N, "class 32: %llu blocks in use, then %llu",
+          class_in_use(before, 32), class_in_use(during, 32));
+    CHECK(class_in_use(during, 24) == class_in_use(before, 24), "class 24 counted operator new(24)'s blocks");
+    CHECK(class_in_use(after, 32) == class_in_use(before, 32), "class 32: %llu in use after the deletes, %llu before",
+          class_in_use(after, 32), class_in_use(before, 32));
+    CHECK(class_in_use(after, 24) == class_in_use(before, 24), "class 24 changed");
 }
 
 // Sized and aligned deletes of glibc's blocks go back to glibc.
@@ -308,11 +342,17 @@ int main()
         return 1;
     }
     mode = alignment_mode();
+    stats_get = (int (*)(struct pa_stats *, size_t))dlsym(RTLD_DEFAULT, "pa_stats_get");
+    if (!stats_get) {
+        fprintf(stderr, "pa_stats_get not found\n");
+        return 1;
+    }
     const char *env = getenv("PYALLOC_ALIGN");
     CHECK(mode == (env && strcmp(env, "8") == 0 ? 8 : 16), "mode %d", mode);
     test_every_form_is_pyalloc();
     test_forms_allocate_and_free();
     test_default_new_alignment();
+    test_statistics_follow_the_class();
     test_delete_of_glibc_blocks();
     test_new_handler_called_and_retried();
     test_bad_alloc_and_nothrow();
