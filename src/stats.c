@@ -51,7 +51,9 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
     out->enabled = PA_STATS;
     out->page_size = (unsigned)PA_PAGE_SIZE;
     uint64_t allocs[PA_NCLASS] = {0}, requested[PA_NCLASS] = {0}, used[PA_NCLASS] = {0};
+#if PA_STATS
     uint64_t frees[PA_NCLASS] = {0};
+#endif
     uint64_t pages[PA_NCLASS] = {0};
     if (ready) {
         pthread_mutex_lock(&pa_heaps_lock);
