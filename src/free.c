@@ -131,6 +131,7 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
         pa_heap_adopt_page(me, pg);
         pthread_mutex_unlock(&pa_abandoned_lock);
         pa_page_insert_avail(me, pg);
+        pa_page_sweep(me, pg->cls); /* one more page of the class: give back those emptied meanwhile */
         return;
     }
     pthread_mutex_unlock(&pa_abandoned_lock);

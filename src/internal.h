@@ -158,6 +158,7 @@ void pa_page_unbias(pa_page *pg);                  /* a FULL page's used back to
 void pa_page_unfull(pa_heap *h, pa_page *pg);      /* a FULL page of h has a free block again */
 void pa_page_emptied(pa_heap *h, pa_page *pg);     /* h's page has no block out: keep or release */
 void pa_page_insert_avail(pa_heap *h, pa_page *pg); /* onto avail, behind the current page */
+void pa_page_sweep(pa_heap *h, uint32_t cls);       /* give back h's pages of cls that remote frees emptied */
 void pa_page_notify(pa_page *pg);                  /* a remote free landed in a FULL page */
 /* The block-start test's constants for blocks of bsize bytes (types.h, "Valid block starts"):
  * magic = floor(2^64 / bsize) + 1, and thresh for the first k blocks carved. */
