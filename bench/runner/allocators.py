@@ -14,7 +14,7 @@ LIBDIR = "/usr/lib/x86_64-linux-gnu"
 
 # Variables that would change which allocator or mode a run gets: removed from every run's
 # environment, then set per allocator (or per benchmark).
-CONTROLLED = ("LD_PRELOAD", "PYTHONMALLOC", "PYALLOC_ALIGN")
+CONTROLLED = ("LD_PRELOAD", "PYTHONMALLOC", "PYALLOC_ALIGN", "PYALLOC_MESH")
 
 
 @dataclass
@@ -50,6 +50,7 @@ def table(pyalloc_lib: str) -> List[Allocator]:
         Allocator("glibc", None),
         Allocator("pyalloc", pyalloc_lib, expect_align=16),
         Allocator("pyalloc-a8", pyalloc_lib, {"PYALLOC_ALIGN": "8"}, expect_align=8),
+        Allocator("pyalloc-mesh", pyalloc_lib, {"PYALLOC_MESH": "1"}, expect_align=16),
         Allocator("mimalloc", LIBDIR + "/libmimalloc.so.2", package="libmimalloc2.0"),
         Allocator("jemalloc", LIBDIR + "/libjemalloc.so.2", package="libjemalloc2"),
         Allocator("tcmalloc", LIBDIR + "/libtcmalloc_minimal.so.4", package="libtcmalloc-minimal4"),

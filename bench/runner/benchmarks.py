@@ -3,7 +3,8 @@
 
 Kinds: "small" — every block is <= 512 bytes (pyalloc's pools); "large" — includes blocks past
 512 (the passthrough to the system allocator); "real" — a real program; "reference" — a row run
-under glibc only, for comparison (CPython on its own pymalloc).
+under glibc only, for comparison (CPython on its own pymalloc); "memory" — judged by the RSS it
+reports (spike, scattered eviction, idle) against its survivors-only run; out of the geomeans.
 In argv, {bin} is the directory of the built benchmark programs and {root} the repository root.
 """
 from dataclasses import dataclass, field
@@ -52,6 +53,19 @@ def _gxx():
     # -S -o -: the assembly is the output, hashed as the checksum (no checksum= line): every
     # allocator must make g++ emit the same code. -frandom-seed keeps it reproducible.
     return (GXX, "-std=c++17", "-O2", "-frandom-seed=pyalloc", "-S", "-o", "-", "{root}/bench/cxx/unit.cpp")
+
+
+def _evict(name, args, group, about, default=True):
+    """bench/evict (C; SCALE in args becomes its scale) and bench/py/cache.py (Python,
+    PYTHONMALLOC=malloc): memory after eviction."""
+    if args[0] == "cache":
+        script = ("{root}/bench/py/cache.py",) + tuple(args[1:])
+        return Benchmark(name, "memory", (PYTHON,) + script, (PYTHON,) + script + ("--scale", "0.05"),
+                         env={"PYTHONMALLOC": "malloc"}, checksum_group=group, about=about, default=default)
+    args = ["{scale}" if a == "SCALE" else a for a in args[1:]]
+    return Benchmark(name, "memory", ("{bin}/evict",) + tuple(a.replace("{scale}", "1") for a in args),
+                     ("{bin}/evict",) + tuple(a.replace("{scale}", "0.05") for a in args),
+                     checksum_group=group, about=about, default=default)
 
 
 def _sqlite(scale):
@@ -114,13 +128,35 @@ BENCHMARKS: List[Benchmark] = [
             about="CPython 3.11 textproc.py (short strings: split, strip, join, counting) with PYTHONMALLOC=malloc"),
     _python("python-text-pymalloc", "reference", "textproc.py", "1", "0.05", {}, "python-text", only=("glibc",),
             about="CPython 3.11 textproc.py on its own pymalloc (reference, glibc only)"),
+    _evict("evict", ["evict", "evict", "SCALE"], "evict-1",
+           "C: 4M blocks of 16..512 B, 90 % then 99 % freed at random, 1.5 s idle after each: RSS"),
+    _evict("evict-survivors-10", ["evict", "survivors", "10", "SCALE"], "evict-10",
+           "C: only the blocks evict keeps at 90 % (its reference)"),
+    _evict("evict-survivors-1", ["evict", "survivors", "1", "SCALE"], "evict-1",
+           "C: only the blocks evict keeps at 99 % (its reference)"),
+    _evict("evict-trim", ["evict", "evict", "SCALE", "0", "trim"], "evict-1",
+           "the same, calling malloc_trim(0) after each eviction (pyalloc then repacks at once)"),
+    _evict("cache", ["cache", "evict"], "cache-1",
+           "CPython dict cache of 1M records, 90 % then 99 % deleted at random, 1.5 s idle: RSS"),
+    _evict("cache-survivors-10", ["cache", "survivors", "10"], "cache-10",
+           "CPython: only the records cache keeps at 90 % (its reference)"),
+    _evict("cache-survivors-1", ["cache", "survivors", "1"], "cache-1",
+           "CPython: only the records cache keeps at 99 % (its reference)"),
+    _evict("cache-trim", ["cache", "evict", "--trim"], "cache-1",
+           "the same, calling malloc_trim(0) after each deletion step"),
+    _evict("cache-list", ["cache", "evict", "--list"], "cache-list-1",
+           "the same cache as a list (no dict table that never shrinks; only by name)", default=False),
+    _evict("cache-list-survivors-10", ["cache", "survivors", "10", "--list"], "cache-list-10",
+           "CPython: only the records cache-list keeps at 90 % (its reference)", default=False),
+    _evict("cache-list-survivors-1", ["cache", "survivors", "1", "--list"], "cache-list-1",
+           "CPython: only the records cache-list keeps at 99 % (its reference)", default=False),
     Benchmark("sqlite", "real", _sqlite(1), _sqlite(0.05), stdin="{root}/bench/sql/workload.sql",
               about="sqlite3 CLI, in-memory: CTE inserts, indexes, GROUP BY, joins"),
     Benchmark("gcc", "real", _gxx(), None,
               about="g++ 12 -O2 -S of bench/cxx/unit.cpp (std headers, template instances)"),
 ]
 
-KINDS = ("small", "large", "real", "reference")
+KINDS = ("small", "large", "real", "reference", "memory")
 
 
 def select(patterns: Optional[str]) -> List[Benchmark]:

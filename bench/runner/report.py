@@ -161,6 +161,35 @@ def _footprint(summary, allocs) -> List[str]:
     return lines + [""]
 
 
+def _eviction(summary, allocs) -> List[str]:
+    """The memory benchmarks (bench/evict, bench/py/cache.py): memory held after the spike and after
+    each eviction's idle, against the same allocator's survivors-only run."""
+    lines = []
+    for name in sorted(n for n, e in summary["benchmarks"].items()
+                       if e["kind"] == "memory" and "-survivors-" not in n):
+        refs = [summary["benchmarks"].get("%s-survivors-%d" % (name.replace("-trim", ""), k), {})
+                .get("allocators", {}) for k in (10, 1)]
+        if not lines:
+            lines = ["## Memory after scattered eviction (memory held: RSS of anonymous and file pages "
+                     "plus memfd pages, MB; × survivors-only)", ""]
+        lines += ["### %s: %s" % (name, summary["benchmarks"][name]["about"]), "",
+                  "| allocator | after the spike | 90 % evicted, 1.5 s idle | survivors only | "
+                  "99 % evicted, 1.5 s idle | survivors only |", "|---|---:|---:|---:|---:|---:|"]
+        for a in allocs:
+            res = summary["benchmarks"][name]["allocators"].get(a.name, {}).get("results", {})
+            if "mem_spike_kb" not in res:
+                continue
+            cells = ["%.1f" % (res["mem_spike_kb"] / 1024)]
+            for pct, ref in zip((90, 99), refs):
+                got = res.get("mem_idle%d_kb" % pct)
+                r = ref.get(a.name, {}).get("results", {}).get("mem_idle_kb")
+                cells.append("%.1f (%s)" % (got / 1024, _ratio(got / r) if got and r else "?") if got else "—")
+                cells.append("%.1f" % (r / 1024) if r else "—")
+            lines.append("| %s | %s |" % (a.name, " | ".join(cells)))
+        lines.append("")
+    return lines
+
+
 def _pymalloc(summary, allocs) -> List[str]:
     ref = summary["benchmarks"].get("python-pymalloc", {}).get("allocators", {}).get("glibc", {})
     py = summary["benchmarks"].get("python", {}).get("allocators", {})
@@ -194,7 +223,7 @@ def write_markdown(path: str, summary: dict, meta: dict, allocs, failures: List[
     lines += _table(summary, allocs, "time_s", _fmt_time, "time_ratio")
     lines += ["", "## Peak RSS (median ru_maxrss of the process)", ""]
     lines += _table(summary, allocs, "maxrss_kb", lambda c: "%.1f MB" % (c["maxrss_kb"] / 1024), "rss_ratio")
-    lines += [""] + _footprint(summary, allocs) + _pymalloc(summary, allocs)
+    lines += [""] + _footprint(summary, allocs) + _eviction(summary, allocs) + _pymalloc(summary, allocs)
     lines += ["## Benchmarks", ""]
     for bname, e in summary["benchmarks"].items():
         lines.append("- **%s** (%s): %s" % (bname, e["kind"], e["about"]))
