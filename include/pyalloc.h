@@ -82,6 +82,14 @@ struct pa_stats {
                                           reused; a heap's own spare pages do not count) */
     unsigned long long pages_returned; /* empty pages given back to the pool, ever */
     unsigned long long pages_adopted;  /* abandoned pages taken over by a live thread, ever */
+    /* Compaction (PYALLOC_MESH=1): sparse pages frozen and packed onto shared 4 KiB frames. */
+    unsigned long long mesh_passes;                          /* passes run */
+    unsigned long long mesh_pages;                           /* frozen pages with live blocks */
+    unsigned long long mesh_regions, mesh_frames;            /* their 4 KiB parts with live bytes, and
+                                                                the frames those share */
+    unsigned long long mesh_holes;                           /* their 4 KiB parts with none: given back */
+    unsigned long long mesh_bytes_saved;                     /* (regions - frames + holes) * 4096 */
+    unsigned long long mesh_vmas;                            /* mappings the shared frames take */
 };
 
 /* Fill *out (size = sizeof *out): a program built against an older pyalloc.h, whose struct ends at

@@ -155,7 +155,7 @@ PA_API int pa_alignment_mode(void) {
 }
 
 PA_API int pa_malloc_trim(size_t pad) {
-    int ours = pa_ready() && pa_pool_trim() != 0;
+    int ours = pa_ready() && (pa_mesh_trim() != 0) + (pa_pool_trim() != 0);
     int sys = pa_sys_trim(pad);
     return ours || sys;
 }

@@ -59,7 +59,13 @@ void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
 
 /* After a free by the page's owner: the page was FULL (its biased count ran out) or is empty. */
 void pa_free_local_slow(pa_heap *h, pa_page *pg) {
-    if (pg->where == PA_W_FULL) pa_page_unfull(h, pg);
+    if (pg->where == PA_W_FULL) {
+        pa_page_unfull(h, pg);
+    } else if (pg->used_bias && pg->used == 0) { /* an avail page at its sparse mark (mesh) */
+        pa_page_unbias(pg);
+        pa_mesh_sparse(h, pg);
+        return;
+    }
     if (pg->used == 0) {
         pa_page_emptied(h, pg);
         pa_pool_tick(); /* a page emptied: pool pages that waited out the delay can go now */
@@ -71,6 +77,10 @@ void pa_free_local_slow(pa_heap *h, pa_page *pg) {
 static void free_abandoned(pa_page *pg, pa_block *b);
 
 void pa_free_remote(pa_page *pg, pa_block *b) {
+    if (pa_page_meshed(pg)) { /* frozen by mesh.c: no owner, a live-block bitmap */
+        pa_mesh_free(pg, b);
+        return;
+    }
     pa_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
     if (!owner) {
         free_abandoned(pg, b);
@@ -139,6 +149,10 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
 
 void pa_check_live(const char *fn, pa_page *pg, const void *p) {
     const pa_block *b = p;
+    if (pa_page_meshed(pg)) {
+        if (!pa_mesh_is_live(pg, p)) free_fatal(fn, "(): invalid pointer or freed block", p);
+        return;
+    }
     if (pa_unlikely(pg->bsize == 0 || !pa_block_is_start(pg, (uintptr_t)p & PA_PAGE_MASK))) pa_free_invalid(fn, p);
     if (pa_unlikely(pa_block_looks_free(pg, b))) {
         bool mine = pa_load_relaxed(&pg->heap) == pa_tls_heap;

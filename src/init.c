@@ -14,6 +14,8 @@ static __thread int init_running __attribute__((tls_model("initial-exec")));
 static void fork_prepare(void) {
     pthread_mutex_lock(&pa_heaps_lock);
     pthread_mutex_lock(&pa_abandoned_lock);
+    pthread_mutex_lock(&pa_mesh_lock);
+    pa_mesh_fork_prepare(); /* shared frames become private: parent and child get snapshots */
     pthread_mutex_lock(&pa_notify_lock);
     pthread_mutex_lock(&pa_pool_lock);
 }
@@ -21,6 +23,8 @@ static void fork_prepare(void) {
 static void fork_release(void) {
     pthread_mutex_unlock(&pa_pool_lock);
     pthread_mutex_unlock(&pa_notify_lock);
+    pa_mesh_fork_after();
+    pthread_mutex_unlock(&pa_mesh_lock);
     pthread_mutex_unlock(&pa_abandoned_lock);
     pthread_mutex_unlock(&pa_heaps_lock);
 }

@@ -68,6 +68,7 @@ typedef struct pa_options {
     unsigned dirty_ratio;  /* ... or live pages / dirty_ratio, whichever is larger */
     uint32_t purge_delay;  /* ms an empty page stays resident before its memory goes back */
     int stats;             /* PYALLOC_STATS: 0 no report, 1 text, 2 json, at exit */
+    int mesh;              /* PYALLOC_MESH: 1 compacts sparse pages onto shared frames (mesh.c) */
     char stats_file[1024]; /* PYALLOC_STATS_FILE, copied at start-up; "" = stderr */
 } pa_options;
 extern pa_options pa_opt;
@@ -158,6 +159,8 @@ void pa_page_unbias(pa_page *pg);                  /* a FULL page's used back to
 void pa_page_unfull(pa_heap *h, pa_page *pg);      /* a FULL page of h has a free block again */
 void pa_page_emptied(pa_heap *h, pa_page *pg);     /* h's page has no block out: keep or release */
 void pa_page_insert_avail(pa_heap *h, pa_page *pg); /* onto avail, behind the current page */
+void pa_page_detach(pa_heap *h, pa_page *pg);       /* off h's avail list (not its head): mesh.c freezes it */
+void pa_page_attach(pa_heap *h, pa_page *pg);       /* h's again, on avail: mesh.c thawed it */
 void pa_page_sweep(pa_heap *h, uint32_t cls);       /* give back h's pages of cls that remote frees emptied */
 void pa_page_notify(pa_page *pg);                  /* a remote free landed in a FULL page */
 /* The block-start test's constants for blocks of bsize bytes (types.h, "Valid block starts"):
@@ -233,6 +236,45 @@ void pa_heap_thread_exit(void *arg);
 #if PA_STATS
 void pa_heap_sys_first(size_t n) PA_COLD; /* a passthrough request of a thread without a heap */
 #endif
+
+/* ---- mesh.c: compaction without moving blocks (PYALLOC_MESH=1) ---- */
+extern pthread_mutex_t pa_mesh_lock;
+void pa_mesh_sparse(pa_heap *h, pa_page *pg);      /* pg (h's, on avail) fell to its sparse mark */
+void pa_mesh_tick(pa_heap *h);                     /* a slow path of h's thread: a pass if one is due */
+void pa_mesh_free(pa_page *pg, pa_block *b);       /* b in a page that mesh.c froze */
+bool pa_mesh_thaw(pa_heap *h, uint32_t cls);        /* a frozen page of cls back on h's avail list */
+bool pa_mesh_is_live(const pa_page *pg, const void *p); /* p a live block of a frozen page? */
+size_t pa_mesh_trim(void);                         /* malloc_trim: a pass now (if allowed); pages */
+void pa_mesh_fork_prepare(void);                   /* with pa_mesh_lock held: frames become private */
+void pa_mesh_fork_after(void);                     /* parent and child: a new memfd from the next pass */
+typedef struct pa_mesh_counters {
+    uint64_t pages, regions, frames, holes, passes, vmas, live;
+} pa_mesh_counters;
+void pa_mesh_counters_get(pa_mesh_counters *c);
+/* The planner, exposed for tests/unit: regions in address order onto the frames of one half. */
+#define PA_MESH_RWORDS 8 /* a region's live words, one bit per 8 bytes of 4 KiB */
+typedef struct pa_mesh_region {
+    uint32_t page;     /* page index */
+    uint8_t r;         /* which 4 KiB of it */
+    uint8_t adj;       /* the next region of the plan is the next one in memory */
+    uint8_t was;       /* mapped from the memfd now */
+    uint8_t pad;
+    uint64_t bits[PA_MESH_RWORDS];
+} pa_mesh_region;
+typedef struct pa_mesh_plan {
+    pa_mesh_region *cand;   /* n regions in */
+    uint32_t *plan;         /* out: frame + 1 for each region, 0: stays anonymous */
+    uint32_t *withc;        /* frames with content (nwithc of them), grows */
+    uint64_t *occ;          /* per frame: live words (PA_MESH_RWORDS each), grows */
+    uint16_t *cnt;          /* per frame: regions with content on it, grows */
+    size_t base;            /* the half's first frame in the memfd */
+    size_t n, nwithc, top, top0; /* frames [0, top) may have content; beyond, fresh */
+    int64_t pieces, budget; /* VMAs the plan adds, and the most it may */
+} pa_mesh_plan;
+void pa_mesh_plan_lanes(pa_mesh_plan *P);
+static inline bool pa_page_meshed(const pa_page *pg) {
+    return pa_unlikely(atomic_load_explicit(&pg->meshed, memory_order_relaxed) != PA_MESH_NONE);
+}
 
 /* ---- stats.c: counters kept per thread (in its heap), merged when read ---- */
 #if PA_STATS

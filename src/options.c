@@ -118,4 +118,9 @@ void pa_options_read(void) {
                          "the report goes to stderr");
         }
     }
+    const char *mesh = pa_getenv("PYALLOC_MESH");
+    if (mesh && *mesh) {
+        if (strcmp(mesh, "1") == 0) pa_opt.mesh = 1;
+        else if (strcmp(mesh, "0") != 0) options_warn("PYALLOC_MESH", mesh, "is not 0 or 1", "meshing stays off");
+    }
 }

@@ -6,7 +6,7 @@
  * and spare-page policies, and what becomes of a page that empties.
  * Exports pa_page_init, pa_page_retire, pa_page_extend, pa_page_collect, pa_block_list_contains,
  * pa_page_empty, pa_malloc_slow, pa_page_unbias, pa_page_unfull, pa_page_emptied,
- * pa_page_insert_avail, pa_page_sweep and pa_page_notify. Only the page's owner (or a holder of abandoned_lock,
+ * pa_page_insert_avail, pa_page_sweep, pa_page_notify, and pa_page_detach and pa_page_attach for mesh.c. Only the page's owner (or a holder of abandoned_lock,
  * for an abandoned page) calls these, but for pa_page_notify. See types.h for who may touch a
  * page and when. */
 #include "internal.h"
@@ -157,6 +157,17 @@ void pa_page_unbias(pa_page *pg) {
     pg->used_bias = 0;
 }
 
+/* PYALLOC_MESH: an avail page reports to mesh.c (a slow-path event) when its blocks out fall to a
+ * quarter: the same bias, used + used_bias being the true count, with the fast path's `--used == 0`
+ * firing at the mark. Unbiased before anything else counts its blocks (queue_find). */
+static void queue_sparse_arm(pa_page *pg) {
+    uint32_t mark = pa_class_blocks(pg->cls) / 4;
+    if (mark && pg->used > mark) {
+        pg->used_bias = (uint16_t)mark;
+        pg->used = (uint16_t)(pg->used - mark);
+    }
+}
+
 /* A FULL page of h got a block back: onto avail, behind the current page. */
 void pa_page_unfull(pa_heap *h, pa_page *pg) {
     pa_page_unbias(pg);
@@ -164,6 +175,7 @@ void pa_page_unfull(pa_heap *h, pa_page *pg) {
     pa_page_insert_avail(h, pg);
     uint8_t expect = PA_FS_FULL;
     atomic_compare_exchange_strong(&pg->fullstate, &expect, PA_FS_NONE);
+    if (pa_opt.mesh) queue_sparse_arm(pg);
 }
 
 /* pg is on h->full: ask remote freers to tell us, then look once more (store-load order: a freer
@@ -257,6 +269,7 @@ static pa_page *queue_find(pa_heap *h, uint32_t cls) {
     for (;;) {
         pa_page *pg = pa_page_at(h->avail[cls].head);
         while (pg) {
+            pa_page_unbias(pg); /* a sparse mark (mesh) */
             pa_page_collect(pg);
             if (pa_unlikely(!pa_list_head_ok(pg))) pa_list_damaged(pg);
             if (pg->free != pa_list_end(pg) || pa_page_extend(pg)) {
@@ -277,6 +290,7 @@ static pa_page *queue_find(pa_heap *h, uint32_t cls) {
             queue_refresh_direct(h, cls);
             continue;
         }
+        if (pa_mesh_thaw(h, cls)) continue; /* a frozen page of the class, before a fresh one */
         if ((pg = queue_take_idle(h, cls)) != NULL) {
             /* an empty current page of a class this thread stopped using: already resident */
         } else if (h->spare.head) {
@@ -301,6 +315,7 @@ void *pa_malloc_slow(pa_heap *h, size_t size) {
     if (h == &pa_heap_empty || h == &pa_heap_dead) {
         if (!(h = pa_heap_attach())) return pa_sys_malloc(size);
     }
+    pa_mesh_tick(h);
     pa_page *cur = h->direct[size]; /* the fast path found its head not a block start: the end mark? */
     if (pa_unlikely(cur != &pa_page_empty && cur->free != pa_list_end(cur))) pa_list_damaged(cur);
     pa_page *pg = queue_find(h, pa_class_for(size));
@@ -352,4 +367,20 @@ void pa_page_emptied(pa_heap *h, pa_page *pg) {
         return;
     }
     pa_pool_give(pg);
+}
+
+/* mesh.c freezes pg (h's, on avail, not the current page of its class): off h's lists. */
+void pa_page_detach(pa_heap *h, pa_page *pg) {
+    if (atomic_load(&pg->fullstate) == PA_FS_NOTIFIED) queue_take_notified(h); /* unqueue it first */
+    pa_page_unbias(pg);
+    pa_page_list_unlink(&h->avail[pg->cls], pg);
+    queue_refresh_direct(h, pg->cls);
+}
+
+/* mesh.c thawed pg: h's again, on its avail list behind the current page. */
+void pa_page_attach(pa_heap *h, pa_page *pg) {
+    atomic_store_explicit(&pg->fullstate, PA_FS_NONE, memory_order_relaxed);
+    pg->next = pg->prev = 0;
+    atomic_store_explicit(&pg->heap, h, memory_order_release);
+    pa_page_insert_avail(h, pg);
 }

@@ -103,6 +103,15 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
         out->pages_dirty = pool.dirty;
         out->pages_taken = pool.taken;
         out->pages_returned = pool.returned;
+        pa_mesh_counters mc;
+        pa_mesh_counters_get(&mc);
+        out->mesh_passes = mc.passes;
+        out->mesh_pages = mc.pages;
+        out->mesh_regions = mc.regions;
+        out->mesh_frames = mc.frames;
+        out->mesh_holes = mc.holes;
+        out->mesh_bytes_saved = (mc.regions - (mc.frames < mc.regions ? mc.frames : mc.regions) + mc.holes) * 4096;
+        out->mesh_vmas = mc.vmas;
     }
     /* The classes this mode serves (a class no request size maps to does not exist here). */
     unsigned k = 0;
@@ -234,6 +243,14 @@ static void report_json(writer *w, const struct pa_stats *st) {
     w_field(w, "live", st->heaps_live, 0);
     w_field(w, "abandoned", st->heaps_abandoned, 0);
     w_field(w, "pages_adopted", st->pages_adopted, 1);
+    w_str(w, "},\n \"mesh\": {");
+    w_field(w, "passes", st->mesh_passes, 0);
+    w_field(w, "pages", st->mesh_pages, 0);
+    w_field(w, "regions", st->mesh_regions, 0);
+    w_field(w, "frames", st->mesh_frames, 0);
+    w_field(w, "holes", st->mesh_holes, 0);
+    w_field(w, "bytes_saved", st->mesh_bytes_saved, 0);
+    w_field(w, "vmas", st->mesh_vmas, 1);
     w_str(w, "},\n ");
     w_field(w, "cross_thread_frees", st->cross_thread_frees, 1);
     w_str(w, "}\n");
@@ -295,6 +312,23 @@ static void report_text(writer *w, const struct pa_stats *st) {
     w_str(w, " pages adopted; cross-thread frees: ");
     w_num(w, st->cross_thread_frees, 0);
     w_str(w, "\n");
+    if (st->mesh_passes) {
+        w_str(w, "mesh: ");
+        w_num(w, st->mesh_passes, 0);
+        w_str(w, " passes; ");
+        w_num(w, st->mesh_pages, 0);
+        w_str(w, " pages frozen, ");
+        w_num(w, st->mesh_regions, 0);
+        w_str(w, " 4 KiB parts on ");
+        w_num(w, st->mesh_frames, 0);
+        w_str(w, " shared frames, ");
+        w_num(w, st->mesh_holes, 0);
+        w_str(w, " given back; ");
+        w_num(w, st->mesh_bytes_saved >> 10, 0);
+        w_str(w, " KiB saved; ");
+        w_num(w, st->mesh_vmas, 0);
+        w_str(w, " mappings\n");
+    }
 }
 
 PA_API int pa_stats_print(int fd, int format) {

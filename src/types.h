@@ -53,7 +53,7 @@
  * and push without fear of the page being recycled under it. Heap structures are recycled, never
  * unmapped, so a stale heap pointer still names valid memory.
  *
- * Lock order: heaps < abandoned < notify < pool; fork takes all four in that order (init.c). The
+ * Lock order: heaps < abandoned < mesh < notify < pool; fork takes all five in that order (init.c). The
  * start-up's init_lock is never held together with any of them, and fork does not take it.
  */
 #ifndef PA_TYPES_H
@@ -77,10 +77,16 @@ enum pa_where { /* which list a page is on */
     PA_W_ABANDONED, /* abandoned[cls]: its heap's thread exited */
     PA_W_DIRTY,     /* global pool, memory still resident */
     PA_W_CLEAN,     /* global pool, memory given back to the OS */
-    PA_W_SPARE      /* owner's spare list: empty, kept for its next page without the pool lock */
+    PA_W_SPARE,     /* owner's spare list: empty, kept for its next page without the pool lock */
+    PA_W_MESHED     /* frozen by mesh.c (PYALLOC_MESH=1): no heap, no free list, its regions maybe on
+                       shared frames; frees go through pa_mesh_free */
 };
 
 enum pa_fullstate { PA_FS_NONE = 0, PA_FS_FULL, PA_FS_NOTIFIED };
+
+/* A page frozen by mesh.c has a live-block bitmap there; frees check it under the mesh lock. It is
+ * frozen while its owner is the only thread, so no other thread can be freeing into it then. */
+enum pa_mesh_state { PA_MESH_NONE = 0, PA_MESH_LIVE, PA_MESH_DEAD };
 
 struct pa_heap;
 
@@ -113,7 +119,8 @@ typedef struct pa_page {
     uint32_t notify_next;              /* heap's notified list, under notify_lock */
     uint8_t pooled;                    /* PA_W_DIRTY / PA_W_CLEAN while in the pool, else 0; written
                                           only under pool_lock, so the pool may read its neighbours' */
-    uint8_t cold_pad[3];
+    _Atomic uint8_t meshed;            /* enum pa_mesh_state: read by any freer, written by mesh.c */
+    uint8_t cold_pad[2];
     uint32_t dirty_since;              /* pool clock (ms) when it went on the dirty list */
     uint8_t cold[36];                  /* pads to 128; room for per-page statistics */
 } pa_page;

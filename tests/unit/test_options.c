@@ -101,7 +101,7 @@ static uint64_t human_bytes(const char *s) {
 
 static const char *const option_names[] = {
     "PYALLOC_ALIGN",       "PYALLOC_RESERVE_MB", "PYALLOC_PURGE_DELAY_MS", "PYALLOC_DIRTY_KB",
-    "PYALLOC_DIRTY_RATIO", "PYALLOC_STATS",      "PYALLOC_STATS_FILE",
+    "PYALLOC_DIRTY_RATIO", "PYALLOC_STATS",      "PYALLOC_STATS_FILE",     "PYALLOC_MESH",
 };
 #define NOPTIONS (sizeof option_names / sizeof option_names[0])
 
@@ -114,6 +114,7 @@ static long long option_value(const char *name) {
     if (strcmp(name, "PYALLOC_DIRTY_RATIO") == 0) return pa_opt.dirty_ratio;
     if (strcmp(name, "PYALLOC_STATS") == 0) return pa_opt.stats ? pa_opt.stats : -1;
     if (strcmp(name, "PYALLOC_STATS_FILE") == 0) return pa_opt.stats_file[0] ? 1 : -1;
+    if (strcmp(name, "PYALLOC_MESH") == 0) return pa_opt.mesh;
     fail_msg("docs/options.md documents %s, which this test does not know", name);
     return 0;
 }
@@ -231,12 +232,15 @@ static const bad_value bad_values[] = {
     {"PYALLOC_ALIGN=12", "is not 8 or 16; using 16", "PYALLOC_ALIGN=16"},
     {"PYALLOC_ALIGN=", "is not 8 or 16; using 16", "PYALLOC_ALIGN=16"},
     {"PYALLOC_STATS=yes", "is not 1, text, json or 0; no report", "PYALLOC_STATS=-1"},
+    {"PYALLOC_MESH=yes", "is not 0 or 1; meshing stays off", "PYALLOC_MESH=0"},
     /* good values, and the empty ones that mean unset: no line at all */
     {"PYALLOC_RESERVE_MB=1024", "", "PYALLOC_RESERVE_MB=1024"},
     {"PYALLOC_PURGE_DELAY_MS=0", "", "PYALLOC_PURGE_DELAY_MS=0"},
     {"PYALLOC_DIRTY_KB=0032768", "", "PYALLOC_DIRTY_KB=32768"},
     {"PYALLOC_STATS=", "", "PYALLOC_STATS=-1"},
     {"PYALLOC_STATS_FILE=", "", "PYALLOC_STATS_FILE=-1"},
+    {"PYALLOC_MESH=1", "", "PYALLOC_MESH=1"},
+    {"PYALLOC_MESH=", "", "PYALLOC_MESH=0"},
 };
 
 /* Runs the child with one setting; returns its stdout in out, its stderr in err. */
