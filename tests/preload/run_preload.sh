@@ -20,6 +20,8 @@
 # Environment for cpython_tests: PYALLOC_CPYTHON_TESTS (the tests to run; default: the CI subset),
 # PYALLOC_CPYTHON_JOBS (-j, default 2), PYALLOC_CPYTHON_ARGS (more regrtest options),
 # PYALLOC_CPYTHON_ALIGN (8: the pyalloc run in classic mode).
+# PYALLOC_MESH=1 in the environment runs every case with compaction on (the preload_*_mesh tests);
+# the python case then also checks that meshing ran in a cache that loses most of its entries.
 set -u
 
 [ $# -ge 5 ] || { echo "usage: $0 CASE LIB PROBE WORKDIR SRCDIR [EXE]" >&2; exit 2; }
@@ -169,6 +171,17 @@ print(*[libc.malloc_usable_size(libc.malloc(n)) for n in (32, 24)])'
         fail "workload.py failed under pyalloc with PYALLOC_ALIGN=8"
     cp "$DIR/workload.glibc" "$DIR/workload8.glibc"
     compare workload8
+    if [ "${PYALLOC_MESH:-0}" = 1 ]; then
+        # compaction must really have run: a cache that loses most of its entries, then malloc_trim
+        CACHE=$SRC/../../bench/py/cache.py
+        "$PY" "$CACHE" evict --scale 0.05 --trim | grep checksum >"$DIR/cache.glibc" ||
+            fail "cache.py failed on glibc"
+        PYALLOC_STATS=json PYALLOC_STATS_FILE="$DIR/cache.stats" LD_PRELOAD=$LIB "$PY" "$CACHE" evict \
+            --scale 0.05 --trim | grep checksum >"$DIR/cache.pyalloc" || fail "cache.py failed under pyalloc"
+        compare cache
+        grep -E '"mesh": \{"passes": [1-9]' "$DIR/cache.stats" >/dev/null ||
+            fail "PYALLOC_MESH=1, yet no meshing pass ran in cache.py (see $DIR/cache.stats)"
+    fi
     tail -1 "$DIR/workload.pyalloc"
     ;;
 
