@@ -44,7 +44,7 @@ typedef struct {
 static blk *blocks;
 static size_t nblocks;
 
-static size_t spike_count(void) { return stress_scaled(300000); }
+static size_t spike_count(void) { return stress_scaled(150000); }
 
 /* The memory the machine pays for this process: RSS of anonymous and file pages plus memfd pages
  * (RSS itself counts a shared frame once per address touched, PSS not before one is). */
@@ -275,7 +275,7 @@ static void test_thaw_on_growth(void **state)
         blocks[i].n = T_USABLE(blocks[i].p);
         blocks[i].gen = 77;
         t_fill(blocks[i].p, blocks[i].n, i, 77);
-        if (i % 4096 == 0)
+        if (i % 50000 == 0)
             check_all("while growing");
     }
     st = stats_now();
