@@ -47,6 +47,10 @@
 #define PA_REALLOC_EXACT ((size_t)128 << 10)    /* realloc asks glibc for exact sizes from here on
                                                    (glibc maps such blocks and grows them by mremap) */
 
+/* ---- allocation sites (sample.c; option defaults and limits: docs/options.md) ---- */
+#define PA_SAMPLE_BYTES_DEFAULT ((uint64_t)512 << 10) /* PYALLOC_SAMPLE_BYTES: a sample per 512 KiB */
+#define PA_SAMPLE_BYTES_MAX ((uint64_t)1 << 40)
+
 #ifndef PA_STATS
 #define PA_STATS 1 /* per-thread counters for pa_stats_get (CMake option PYALLOC_STATS) */
 #endif

@@ -25,9 +25,11 @@ static inline void *pa_fast_malloc_small_as(size_t slot, size_t n) {
     pa_block *b = pg->free;
     if (pa_likely(pa_block_in_page(pg, b))) { /* a block start of this page: not the end mark,
                                                   not a damaged link (types.h, "Free lists") */
+#if PA_STATS
+        if (pa_unlikely(--h->cd[n] < 0)) return pa_malloc_sampled(h, n); /* counts it, too */
+#endif
         pa_block_pop(pg, b);
         pg->used++;
-        PA_STAT(h->nalloc[n]++);
         return b;
     }
     (void)n;

@@ -76,6 +76,10 @@ void pa_free_remote(pa_page *pg, pa_block *b) {
         free_abandoned(pg, b);
         return;
     }
+    if (owner == &pa_sample_heap) { /* a sampled block: its record goes too */
+        pa_sample_free_small(pg, b);
+        return;
+    }
     uintptr_t poff = (uintptr_t)b & PA_PAGE_MASK;
     if (pa_unlikely(!pa_block_is_start(pg, poff))) pa_free_invalid("free", b);
     /* No way to walk the owner's free list from here: a first word that decodes like a free link

@@ -49,6 +49,7 @@ static pa_heap *heap_create(void) {
         h->next_heap = heaps;
         heaps = h;
         h->rng = (uint64_t)(uintptr_t)h ^ ((uint64_t)__builtin_ia32_rdtsc() << 17);
+        pa_sample_heap_init(h);
     }
     for (uint32_t n = 0; n < PA_NDIRECT; n++) h->direct[n] = &pa_page_empty;
     memset(h->avail, 0, sizeof h->avail);

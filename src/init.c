@@ -48,4 +48,6 @@ bool pa_init_slow(void) {
 }
 
 /* Start early where we can, so options are read before threads race for the first malloc. */
-__attribute__((constructor)) static void init_constructor(void) { (void)pa_ready(); }
+__attribute__((constructor)) static void init_constructor(void) {
+    if (pa_ready()) pa_sample_start(); /* PYALLOC_SITES: outside malloc, where it may look around */
+}

@@ -60,6 +60,8 @@ _Noreturn void pa_assert_fail(const char *expr, const char *file, int line) PA_C
 #define pa_assert(x) ((void)0)
 #endif
 
+#include "sites.h"
+
 /* ---- options.c: PYALLOC_* read from environ without allocating ---- */
 typedef struct pa_options {
     int align;             /* 16 (default) or 8 (classic) */
@@ -69,6 +71,9 @@ typedef struct pa_options {
     uint32_t purge_delay;  /* ms an empty page stays resident before its memory goes back */
     int stats;             /* PYALLOC_STATS: 0 no report, 1 text, 2 json, at exit */
     char stats_file[1024]; /* PYALLOC_STATS_FILE, copied at start-up; "" = stderr */
+    bool sites;            /* PYALLOC_SITES: sample allocations and their stacks (sample.c) */
+    uint64_t sample_bytes; /* PYALLOC_SAMPLE_BYTES: about one sample per this many bytes */
+    char sites_file[1024]; /* PYALLOC_SITES_FILE: where the sites go at exit ("": the default) */
 } pa_options;
 extern pa_options pa_opt;
 void pa_options_read(void); /* pa_opt from the defaults and the environment */
@@ -154,6 +159,7 @@ bool pa_page_extend(pa_page *pg);            /* carve fresh blocks; false if the
 uint32_t pa_page_collect(pa_page *pg);       /* move thread_free into free; returns blocks moved */
 bool pa_block_list_contains(const pa_page *pg, pa_block *list, const pa_block *b);
 void *pa_malloc_slow(pa_heap *h, size_t size);     /* the current page of size's class ran dry */
+void *pa_malloc_counted(pa_heap *h, size_t size);  /* a block of h's, the allocation counted already */
 void pa_page_unbias(pa_page *pg);                  /* a FULL page's used back to the true count */
 void pa_page_unfull(pa_heap *h, pa_page *pg);      /* a FULL page of h has a free block again */
 void pa_page_emptied(pa_heap *h, pa_page *pg);     /* h's page has no block out: keep or release */
@@ -299,19 +305,34 @@ __attribute__((visibility("default"))) void free(void *);
 /* Inlined into their callers: one jump to glibc, not two. Every request that reaches the system
  * allocator is counted: calls, and the bytes asked of it (for realloc past 512 bytes, the rounded
  * size of alloc.c's realloc_size, not the program's). */
+/* sample.c: the passthrough while sampling: counted, served and looked at (sites.h). */
+void *pa_sample_sys_malloc(size_t n) PA_COLD;
+void *pa_sample_sys_calloc(size_t n, size_t s) PA_COLD;
+void *pa_sample_sys_realloc(void *p, size_t n) PA_COLD;
+/* While sampling, each jumps to the sampler's version; otherwise straight to the system allocator
+ * (the test comes first, so that neither path needs a stack frame here). */
 static inline void *pa_sys_malloc(size_t n) {
+    if (PA_SAMPLING()) return pa_sample_sys_malloc(n);
     pa_stat_sys(n);
     return PA_SYS_MALLOC(n);
 }
 static inline void *pa_sys_calloc(size_t n, size_t s) {
+    if (PA_SAMPLING()) return pa_sample_sys_calloc(n, s);
     pa_stat_sys(n * s);
     return PA_SYS_CALLOC(n, s);
 }
 static inline void *pa_sys_realloc(void *p, size_t n) {
+    if (PA_SAMPLING()) return pa_sample_sys_realloc(p, n);
     pa_stat_sys(n);
     return PA_SYS_REALLOC(p, n);
 }
-static inline void pa_sys_free(void *p) { PA_SYS_FREE(p); }
+static inline void pa_sys_free(void *p) {
+    if (PA_SAMPLING()) {
+        pa_sample_sys_free(p);
+        return;
+    }
+    PA_SYS_FREE(p);
+}
 void *pa_sys_memalign(size_t a, size_t n);
 void *pa_sys_valloc(size_t n);
 void *pa_sys_pvalloc(size_t n);

@@ -16,6 +16,7 @@ extern char **environ;
     {                                                                                              \
         .align = 16, .reserve = PA_RESERVE_DEFAULT, .dirty_min = PA_DIRTY_DEFAULT >> PA_PAGE_SHIFT, \
         .dirty_ratio = 0, .purge_delay = PA_PURGE_DELAY_DEFAULT,                                   \
+        .sample_bytes = PA_SAMPLE_BYTES_DEFAULT,                                                   \
     }
 static const pa_options options_defaults = OPTIONS_DEFAULTS;
 pa_options pa_opt = OPTIONS_DEFAULTS;
@@ -83,6 +84,20 @@ static uint64_t options_number(const char *name, uint64_t def, uint64_t min, uin
     return v;
 }
 
+/* PYALLOC_<name>, a path, copied into out (1024 bytes); too long: a warning saying instead. */
+static void options_path(const char *name, char *out, const char *instead) {
+    const char *file = pa_getenv(name);
+    if (!file || !*file) return;
+    size_t len = strlen(file);
+    if (len < sizeof pa_opt.stats_file) {
+        memcpy(out, file, len + 1);
+    } else {
+        char problem[48];
+        options_warn(name, file, options_with_number(problem, "is longer than ", sizeof pa_opt.stats_file - 1, " bytes"),
+                     instead);
+    }
+}
+
 void pa_options_read(void) {
     pa_opt = options_defaults;
     const char *a = pa_getenv("PYALLOC_ALIGN");
@@ -106,16 +121,17 @@ void pa_options_read(void) {
         else if (strcmp(st, "1") == 0 || strcmp(st, "text") == 0) pa_opt.stats = 1;
         else if (strcmp(st, "0") != 0) options_warn("PYALLOC_STATS", st, "is not 1, text, json or 0", "no report");
     }
-    const char *file = pa_getenv("PYALLOC_STATS_FILE");
-    if (file && *file) {
-        size_t len = strlen(file);
-        if (len < sizeof pa_opt.stats_file) {
-            memcpy(pa_opt.stats_file, file, len + 1);
-        } else {
-            char problem[48];
-            options_warn("PYALLOC_STATS_FILE", file,
-                         options_with_number(problem, "is longer than ", sizeof pa_opt.stats_file - 1, " bytes"),
-                         "the report goes to stderr");
+    options_path("PYALLOC_STATS_FILE", pa_opt.stats_file, "the report goes to stderr");
+    /* Allocation sites: an empty PYALLOC_SITES is the same as an unset one, too. */
+    const char *sites = pa_getenv("PYALLOC_SITES");
+    if (sites && *sites) {
+        if (strcmp(sites, "1") == 0) {
+            if (PA_STATS) pa_opt.sites = true; /* the sampling countdowns are the counters */
+            else pa_warn("PYALLOC_SITES=1: this library is built without counters (PYALLOC_STATS=OFF); no sampling");
+        } else if (strcmp(sites, "0") != 0) {
+            options_warn("PYALLOC_SITES", sites, "is not 1 or 0", "no sampling");
         }
     }
+    pa_opt.sample_bytes = options_number("PYALLOC_SAMPLE_BYTES", PA_SAMPLE_BYTES_DEFAULT, 1, PA_SAMPLE_BYTES_MAX);
+    options_path("PYALLOC_SITES_FILE", pa_opt.sites_file, "the sites go to pyalloc-sites.%p");
 }

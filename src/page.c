@@ -301,15 +301,28 @@ void *pa_malloc_slow(pa_heap *h, size_t size) {
     if (h == &pa_heap_empty || h == &pa_heap_dead) {
         if (!(h = pa_heap_attach())) return pa_sys_malloc(size);
     }
-    pa_page *cur = h->direct[size]; /* the fast path found its head not a block start: the end mark? */
+#if PA_STATS
+    if (pa_unlikely(--h->cd[size] < 0)) return pa_malloc_sampled(h, size); /* the fast path's count */
+#endif
+    return pa_malloc_counted(h, size);
+}
+
+void *pa_malloc_counted(pa_heap *h, size_t size) {
+    pa_page *cur = h->direct[size];
+    pa_block *b = cur->free;
+    if (pa_likely(pa_block_in_page(cur, b))) { /* the sampler's fallback: the page has a block */
+        pa_block_pop(cur, b);
+        cur->used++;
+        return b;
+    }
+    /* the head is not a block start: it must be the end mark */
     if (pa_unlikely(cur != &pa_page_empty && cur->free != pa_list_end(cur))) pa_list_damaged(cur);
     pa_page *pg = queue_find(h, pa_class_for(size));
     if (!pg) return pa_sys_malloc(size);
-    pa_block *b = pg->free;
+    b = pg->free;
     if (pa_unlikely(!pa_block_in_page(pg, b))) pa_list_damaged(pg);
     pa_block_pop(pg, b);
     pg->used++;
-    PA_STAT(h->nalloc[size]++);
     return b;
 }
 

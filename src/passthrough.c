@@ -66,13 +66,16 @@ void pa_sys_prime(void) {}
 /* The rest of the passthrough (malloc, calloc, realloc and free are inline in internal.h). */
 void *pa_sys_memalign(size_t a, size_t n) {
     pa_stat_sys(n);
-    return SYS_MEMALIGN(a, n);
+    void *p = SYS_MEMALIGN(a, n);
+    return PA_SAMPLING() ? pa_sample_sys(p, n) : p;
 }
 void *pa_sys_valloc(size_t n) {
     pa_stat_sys(n);
-    return SYS_VALLOC(n);
+    void *p = SYS_VALLOC(n);
+    return PA_SAMPLING() ? pa_sample_sys(p, n) : p;
 }
 void *pa_sys_pvalloc(size_t n) {
     pa_stat_sys(n);
-    return SYS_PVALLOC(n);
+    void *p = SYS_PVALLOC(n);
+    return PA_SAMPLING() ? pa_sample_sys(p, n) : p;
 }

@@ -64,7 +64,7 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
             out->pages_adopted += RD(h->stats.adopted);
 #if PA_STATS
             for (uint32_t n = 0; n < PA_NDIRECT; n++) {
-                uint64_t k = RD(h->nalloc[n]);
+                uint64_t k = pa_heap_allocs(h, n);
                 uint32_t c = pa_class_for(n);
                 allocs[c] += k;
                 requested[c] += k * n;

@@ -126,6 +126,14 @@ typedef struct pa_heap_stats {
     uint64_t remote_frees; /* blocks this thread freed into other heaps' pages */
 } pa_heap_stats;
 
+/* A heap's sampling countdowns' bookkeeping (sample.c; its countdowns themselves are pa_heap.cd). */
+typedef struct pa_heap_sample {
+    uint64_t base[PA_NDIRECT]; /* small blocks of size n handed out, ever: base[n] - cd[n] */
+    _Atomic uint32_t seq;      /* odd while base and cd are being reset: readers retry */
+    int64_t sys_cd;            /* bytes of passthrough requests left before the next sampled one */
+    uint64_t rng;              /* the countdowns' draws */
+} pa_heap_sample;
+
 typedef struct pa_heap {
     pa_page *direct[PA_NDIRECT]; /* by request size: the current page of that size's class (4 KiB,
                                     two instructions shorter than indexing by (size + 7) >> 3) */
@@ -143,9 +151,11 @@ typedef struct pa_heap {
     pa_heap_stats stats;
 #if PA_STATS
     /* Counted by this thread only, summed over every heap when read (stats.c). */
-    uint64_t nalloc[PA_NDIRECT]; /* small blocks handed out, by request size: class and rounding */
+    int64_t cd[PA_NDIRECT];      /* by request size: allocations left before the next sampled one
+                                    (sample.c); counts the small blocks handed out, with smp.base */
     uint64_t nfree[PA_NCLASS];   /* small blocks this thread freed, by class (into any page) */
     uint64_t sys_calls, sys_bytes; /* requests passed to the system allocator */
+    pa_heap_sample smp;
 #endif
 } pa_heap;
 
