@@ -283,7 +283,8 @@ class Run(Case):
         docs = documented_variables()
         self.assertIn("PYALLOC_ALIGN", docs)
         values = {"PYALLOC_ALIGN": ("8", "8"), "PYALLOC_STATS": ("json", "json"),
-                  "PYALLOC_STATS_FILE": ("/dev/null", "/dev/null")}
+                  "PYALLOC_STATS_FILE": ("/dev/null", "/dev/null"), "PYALLOC_SITES": ("0", "0"),
+                  "PYALLOC_SITES_FILE": ("/dev/null", "/dev/null")}
         args, want = [], []
         for name in sorted(docs):
             given, seen = values.get(name, ("7", "7"))
@@ -631,6 +632,10 @@ class Install(Case):
         lib = self.ok(pa("lib", cmd=exe)).stdout.strip()
         self.assertTrue(lib.startswith(prefix + os.sep) and os.path.basename(lib) == "libpyalloc.so.0", lib)
         self.assertEqual(usable(self.ok(pa("run", "--align", "8", "--", A.prog, "usable", cmd=exe))), (24, 8))
+        # stats --sites: the installed copy finds its module (share/pyalloc/tools/pyalloc_sites.py)
+        r = self.ok(pa("stats", "--sites", "--sample-bytes", "4096", "-o", "-", "--", A.prog, "alloc", "2000", "3000",
+                       cmd=exe))
+        self.assertIn("live at exit: leaks", r.stdout)
         # moved elsewhere (a package unpacked into another root), it finds the moved library
         moved = os.path.join(d, "moved")
         os.rename(prefix, moved)

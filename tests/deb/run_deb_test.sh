@@ -99,6 +99,7 @@ done
 has '^-rwxr-xr-x .* \./usr/bin/pyalloc$' "executable /usr/bin/pyalloc"
 has ' \./usr/share/man/man1/pyalloc\.1(\.gz)?$' "man page pyalloc.1"
 has ' \./usr/share/pyalloc/bench/run\.py$' "benchmark runner (share/pyalloc/bench/run.py)"
+has ' \./usr/share/pyalloc/tools/pyalloc_sites\.py$' "stats --sites' module (share/pyalloc/tools/pyalloc_sites.py)"
 has '^-rwxr-xr-x .* \./usr/libexec/pyalloc/bench/measure$' "benchmark programs (libexec/pyalloc/bench)"
 echo "  $(wc -l <"$WORK/contents.txt") entries, every one expected is there"
 
@@ -248,6 +249,16 @@ doc = json.load(open(sys.argv[1]))
 c = {c["size"]: c for c in doc["classes"]}[208]
 assert c["allocs"] >= 1000 and c["in_use"] >= 1000 and c["wasted"] >= 8000, c
 print("  pyalloc stats: class 208: %d allocs, %d in use, %d bytes wasted" % (c["allocs"], c["in_use"], c["wasted"]))
+EOF
+    # stats --sites: the installed command finds its module; 20,000 x 3,000 bytes held to exit
+    "$PA" stats --sites --sample-bytes 4096 --json -o "$WORK/sites.json" -- "$WORK/plain" alloc 20000 3000 >/dev/null ||
+        fail "pyalloc stats --sites failed"
+    python3 - "$WORK/sites.json" <<'EOF' || fail "pyalloc stats --sites: the report is wrong"
+import json, sys
+sites = json.load(open(sys.argv[1]))["sites"]
+held = sites["exit"]["bytes"]
+assert 0.95 * 60e6 < held < 1.05 * 60e6 + 1e6, held
+print("  pyalloc stats --sites: %d bytes estimated live at exit (60000000 held), %d samples" % (held, sites["samples"]))
 EOF
 else
     echo "  pyalloc stats: not checked, the library has no PYALLOC_STATS support"

@@ -81,6 +81,9 @@ static bool option_range(const char *name, unsigned long long *min, unsigned lon
         *max = PA_DIRTY_MAX >> 10;
     } else if (strcmp(name, "PYALLOC_DIRTY_RATIO") == 0) {
         *max = PA_DIRTY_RATIO_MAX;
+    } else if (strcmp(name, "PYALLOC_SAMPLE_BYTES") == 0) {
+        *min = 1;
+        *max = PA_SAMPLE_BYTES_MAX;
     } else {
         return false;
     }
@@ -101,7 +104,8 @@ static uint64_t human_bytes(const char *s) {
 
 static const char *const option_names[] = {
     "PYALLOC_ALIGN",       "PYALLOC_RESERVE_MB", "PYALLOC_PURGE_DELAY_MS", "PYALLOC_DIRTY_KB",
-    "PYALLOC_DIRTY_RATIO", "PYALLOC_STATS",      "PYALLOC_STATS_FILE",
+    "PYALLOC_DIRTY_RATIO", "PYALLOC_STATS",      "PYALLOC_STATS_FILE",     "PYALLOC_SITES",
+    "PYALLOC_SAMPLE_BYTES", "PYALLOC_SITES_FILE",
 };
 #define NOPTIONS (sizeof option_names / sizeof option_names[0])
 
@@ -114,6 +118,9 @@ static long long option_value(const char *name) {
     if (strcmp(name, "PYALLOC_DIRTY_RATIO") == 0) return pa_opt.dirty_ratio;
     if (strcmp(name, "PYALLOC_STATS") == 0) return pa_opt.stats ? pa_opt.stats : -1;
     if (strcmp(name, "PYALLOC_STATS_FILE") == 0) return pa_opt.stats_file[0] ? 1 : -1;
+    if (strcmp(name, "PYALLOC_SITES") == 0) return pa_opt.sites ? 1 : -1;
+    if (strcmp(name, "PYALLOC_SAMPLE_BYTES") == 0) return (long long)pa_opt.sample_bytes;
+    if (strcmp(name, "PYALLOC_SITES_FILE") == 0) return pa_opt.sites_file[0] ? 1 : -1;
     fail_msg("docs/options.md documents %s, which this test does not know", name);
     return 0;
 }
@@ -123,6 +130,7 @@ static uint64_t option_unit(const char *name) {
     size_t n = strlen(name);
     if (n > 3 && strcmp(name + n - 3, "_KB") == 0) return 1 << 10;
     if (n > 3 && strcmp(name + n - 3, "_MB") == 0) return 1 << 20;
+    if (n > 6 && strcmp(name + n - 6, "_BYTES") == 0) return 1;
     return 0;
 }
 
@@ -167,6 +175,7 @@ static void test_defaults_match_the_documented_ones(void **state) {
     /* the defaults in bytes (config.h) are the ones stated */
     assert_int_equal(PA_DIRTY_DEFAULT, (uint64_t)option_value("PYALLOC_DIRTY_KB") << 10);
     assert_int_equal(PA_RESERVE_DEFAULT, (uint64_t)option_value("PYALLOC_RESERVE_MB") << 20);
+    assert_int_equal(PA_SAMPLE_BYTES_DEFAULT, (uint64_t)option_value("PYALLOC_SAMPLE_BYTES"));
     if (align) setenv("PYALLOC_ALIGN", align, 1);
     free(align);
     pa_opt = saved;
@@ -231,12 +240,20 @@ static const bad_value bad_values[] = {
     {"PYALLOC_ALIGN=12", "is not 8 or 16; using 16", "PYALLOC_ALIGN=16"},
     {"PYALLOC_ALIGN=", "is not 8 or 16; using 16", "PYALLOC_ALIGN=16"},
     {"PYALLOC_STATS=yes", "is not 1, text, json or 0; no report", "PYALLOC_STATS=-1"},
+    {"PYALLOC_SITES=yes", "is not 1 or 0; no sampling", "PYALLOC_SITES=-1"},
+    {"PYALLOC_SAMPLE_BYTES=0", "is below 1; using 1", "PYALLOC_SAMPLE_BYTES=1"},
+    {"PYALLOC_SAMPLE_BYTES=64k", "is not a number; using 524288", "PYALLOC_SAMPLE_BYTES=524288"},
+    {"PYALLOC_SAMPLE_BYTES=2000000000000", "is above 1099511627776; using 1099511627776",
+     "PYALLOC_SAMPLE_BYTES=1099511627776"},
     /* good values, and the empty ones that mean unset: no line at all */
     {"PYALLOC_RESERVE_MB=1024", "", "PYALLOC_RESERVE_MB=1024"},
     {"PYALLOC_PURGE_DELAY_MS=0", "", "PYALLOC_PURGE_DELAY_MS=0"},
     {"PYALLOC_DIRTY_KB=0032768", "", "PYALLOC_DIRTY_KB=32768"},
     {"PYALLOC_STATS=", "", "PYALLOC_STATS=-1"},
     {"PYALLOC_STATS_FILE=", "", "PYALLOC_STATS_FILE=-1"},
+    {"PYALLOC_SITES=", "", "PYALLOC_SITES=-1"},
+    {"PYALLOC_SITES=0", "", "PYALLOC_SITES=-1"},
+    {"PYALLOC_SAMPLE_BYTES=4096", "", "PYALLOC_SAMPLE_BYTES=4096"},
 };
 
 /* Runs the child with one setting; returns its stdout in out, its stderr in err. */
