@@ -46,7 +46,8 @@ def parse_args(argv):
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.add_argument("--benchmarks", metavar="NAMES", help="comma-separated names or globs (default: all)")
     p.add_argument("--allocators", metavar="NAMES",
-                   help="comma-separated: glibc,pyalloc,pyalloc-a8,mimalloc,jemalloc,tcmalloc "
+                   help="comma-separated: glibc,pyalloc,pyalloc-a8,mimalloc,jemalloc,tcmalloc, and "
+                        "pyalloc-sites (allocation sites sampled; only when named) "
                         "(default: every one installed; glibc is always run, it is the reference)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per benchmark (default 3)")
     p.add_argument("--metric", choices=("wall", "cpu"), default="wall",

@@ -305,12 +305,25 @@ __attribute__((visibility("default"))) void free(void *);
 /* Inlined into their callers: one jump to glibc, not two. Every request that reaches the system
  * allocator is counted: calls, and the bytes asked of it (for realloc past 512 bytes, the rounded
  * size of alloc.c's realloc_size, not the program's). */
-/* sample.c: the passthrough while sampling: counted, served and looked at (sites.h). */
-void *pa_sample_sys_malloc(size_t n) PA_COLD;
-void *pa_sample_sys_calloc(size_t n, size_t s) PA_COLD;
-void *pa_sample_sys_realloc(void *p, size_t n) PA_COLD;
-/* While sampling, each jumps to the sampler's version; otherwise straight to the system allocator
- * (the test comes first, so that neither path needs a stack frame here). */
+/* While sampling (sites.h), a request of n bytes counts the thread's byte countdown down, and p,
+ * a block to be reallocated or freed, is looked up in the filter of recorded blocks: the request
+ * goes through the sampler (sample.c) only when the countdown ran out or p may be recorded;
+ * otherwise straight to the system allocator, as while sampling is off. */
+#if PA_STATS
+extern _Atomic uint32_t pa_sample_filter[PA_SAMPLE_FILTER];
+static inline bool pa_sample_recorded(const void *p) {
+    return p && atomic_load_explicit(&pa_sample_filter[((uintptr_t)p >> 4) & (PA_SAMPLE_FILTER - 1)],
+                                     memory_order_relaxed) != 0;
+}
+#else
+static inline bool pa_sample_recorded(const void *p) { return (void)p, false; }
+#endif
+/* The sampler's versions (sample.c): counted, then to the system allocator, through the sampler
+ * when due. The test of the flag comes first, so that the path while sampling is off is the one
+ * without the feature and a jump, not a call. */
+void *pa_sample_sys_malloc(size_t n);
+void *pa_sample_sys_calloc(size_t n, size_t s);
+void *pa_sample_sys_realloc(void *p, size_t n);
 static inline void *pa_sys_malloc(size_t n) {
     if (PA_SAMPLING()) return pa_sample_sys_malloc(n);
     pa_stat_sys(n);
@@ -327,7 +340,7 @@ static inline void *pa_sys_realloc(void *p, size_t n) {
     return PA_SYS_REALLOC(p, n);
 }
 static inline void pa_sys_free(void *p) {
-    if (PA_SAMPLING()) {
+    if (PA_SAMPLING() && pa_sample_recorded(p)) {
         pa_sample_sys_free(p);
         return;
     }

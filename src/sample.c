@@ -47,7 +47,6 @@
 #define SMP_PY 64      /* Python frames kept per stack, innermost first */
 #define SMP_OBJS 16    /* distinct objects one stack registers */
 #define SMP_STR_MAX 512 /* bytes of a Python name or file kept */
-#define SMP_FILTER (1u << 16) /* counters of the passthrough's sampled-address filter */
 
 bool pa_sample_on;
 _Atomic uint64_t pa_sample_fired;
@@ -60,7 +59,9 @@ static pthread_mutex_t sample_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool smp_ready;                     /* pa_sample_start ran: the unwinder is set up */
 static __thread int smp_busy __attribute__((tls_model("initial-exec"))); /* inside the sampler */
 static uint32_t smp_start_ms;
-static _Atomic uint32_t *smp_filter;       /* sampled passthrough blocks per address hash */
+/* Recorded passthrough blocks by address bits (glibc's blocks are 16-aligned: the next 16 bits
+ * spread them); a static array: untouched while sampling is off, it costs no memory. */
+_Atomic uint32_t pa_sample_filter[PA_SAMPLE_FILTER];
 
 /* ---- numbers: log and 1 - exp(-x) without libm ---- */
 
@@ -82,30 +83,28 @@ static double smp_log(double x) {
     return e * 0.69314718055994530942 + 2 * t * (1 + s);
 }
 
-/* 1 - exp(-x) for x >= 0: the series where it cancels least (x < 0.5), else exp(-x) by squaring
- * exp(-x / 2^k) for an x / 2^k below 0.5. */
+/* 1 - exp(-x) for x >= 0: for x < 0.5 the series x (1 - x/2 (1 - x/3 (1 - ...))) to its 17th
+ * term (what is left is below 1e-17 of the sum; no cancellation), else exp(-x) from exp(-x / 2^k),
+ * x / 2^k below 0.5, squared k times. */
+static double smp_expm1_series(double x) {
+    static const double inv[18] = {0, 1, 1.0 / 2, 1.0 / 3, 1.0 / 4, 1.0 / 5, 1.0 / 6, 1.0 / 7, 1.0 / 8, 1.0 / 9,
+                                   1.0 / 10, 1.0 / 11, 1.0 / 12, 1.0 / 13, 1.0 / 14, 1.0 / 15, 1.0 / 16, 1.0 / 17};
+    double r = 1;
+    for (int k = 17; k >= 2; k--) r = 1 - x * r * inv[k];
+    return x * r;
+}
+
 double pa_sample_prob(double x) {
     if (x <= 0) return 0;
     if (x > 40) return 1;
-    if (x < 0.5) {
-        double term = x, sum = 0;
-        for (int k = 1; k < 30 && term != 0; k++) {
-            sum += term;
-            term *= -x / (k + 1);
-        }
-        return sum;
-    }
+    if (x < 0.5) return smp_expm1_series(x);
     int k = 0;
     double y = x;
     while (y >= 0.5) {
         y *= 0.5;
         k++;
     }
-    double e = 1, term = 1; /* exp(-y) */
-    for (int i = 1; i < 30 && term != 0; i++) {
-        term *= -y / i;
-        e += term;
-    }
+    double e = 1 - smp_expm1_series(y); /* exp(-y) */
     while (k-- > 0) e *= e;
     return 1 - e;
 }
@@ -520,7 +519,7 @@ static smp_mark mark_peak, mark_exit;
 static uint64_t smp_seq;                 /* samples recorded, ever: each record's seq */
 static int64_t smp_live_est, smp_peak_est; /* weights of the live records: now, at the peak */
 static uint64_t smp_dropped;             /* samples not recorded: no room */
-static bool smp_peak_external;           /* pa_sites_peak has been called: it says when */
+static _Atomic bool smp_peak_external;   /* pa_sites_peak has been called: it says when */
 static _Atomic uint64_t smp_peak_pending; /* ... and the seq it last said, + 1 (0: nothing new) */
 static _Atomic uint32_t smp_peak_pending_ms;
 static uint32_t smp_exit_source;         /* 1: the interpreter began to finalize */
@@ -548,12 +547,12 @@ static void smp_moments(void) {
 }
 
 void pa_sites_peak(void) {
-    smp_peak_external = true;
+    atomic_store_explicit(&smp_peak_external, true, memory_order_relaxed);
     atomic_store_explicit(&smp_peak_pending_ms, smp_now_ms(), memory_order_relaxed);
     atomic_store_explicit(&smp_peak_pending, __atomic_load_n(&smp_seq, __ATOMIC_RELAXED) + 1, memory_order_relaxed);
 }
 
-static size_t smp_filter_slot(uintptr_t p) { return smp_hash(p) & (SMP_FILTER - 1); }
+static size_t smp_filter_slot(uintptr_t p) { return (p >> 4) & (PA_SAMPLE_FILTER - 1); }
 
 static void smp_record(void *p, size_t n, const smp_cap *c, bool large) {
     smp_moments();
@@ -571,9 +570,9 @@ static void smp_record(void *p, size_t n, const smp_cap *c, bool large) {
     while (recs.idx.slot[j]) j = (j + 1) & (recs.idx.cap - 1);
     recs.idx.slot[j] = id + 1;
     smp_sum_add(&stk.s[st].all, n, w);
-    if (large) atomic_fetch_add_explicit(&smp_filter[smp_filter_slot((uintptr_t)p)], 1, memory_order_relaxed);
+    if (large) atomic_fetch_add_explicit(&pa_sample_filter[smp_filter_slot((uintptr_t)p)], 1, memory_order_relaxed);
     smp_live_est += (int64_t)w;
-    if (!smp_peak_external && smp_live_est > smp_peak_est) {
+    if (!atomic_load_explicit(&smp_peak_external, memory_order_relaxed) && smp_live_est > smp_peak_est) {
         smp_peak_est = smp_live_est;
         smp_mark_set(&mark_peak, smp_seq, smp_now_ms());
     }
@@ -601,7 +600,7 @@ static void smp_retire(uintptr_t p) {
     smp_keep(&mark_peak, r);
     smp_keep(&mark_exit, r);
     smp_live_est -= (int64_t)r->weight;
-    if (r->large) atomic_fetch_sub_explicit(&smp_filter[smp_filter_slot(p)], 1, memory_order_relaxed);
+    if (r->large) atomic_fetch_sub_explicit(&pa_sample_filter[smp_filter_slot(p)], 1, memory_order_relaxed);
     /* Delete slot j, shifting back the entries after it that probed past it. */
     for (size_t k = (j + 1) & mask; recs.idx.slot[k]; k = (k + 1) & mask) {
         size_t home = smp_rec_key(recs.idx.slot[k] - 1) & mask;
@@ -662,15 +661,15 @@ void pa_sample_free_small(pa_page *pg, pa_block *b) {
     pthread_mutex_unlock(&sample_lock);
 }
 
-void *pa_sample_sys(void *p, size_t n) {
-    pa_heap *h = pa_tls_heap;
-    if (!p || !h->live || (h->smp.sys_cd -= (int64_t)n) >= 0) return p;
+/* ---- the passthrough while sampling (internal.h decides which requests come here) ---- */
+
+static PA_NOINLINE void *smp_sys_sample(pa_heap *h, void *p, size_t n, uintptr_t keep_from) {
     h->smp.sys_cd = smp_draw(h, (double)pa_opt.sample_bytes);
     atomic_fetch_add_explicit(&pa_sample_fired, 1, memory_order_relaxed);
-    if (!smp_ready || smp_busy) return p;
+    if (!smp_ready || smp_busy || !p) return p;
     smp_busy = 1;
     smp_cap c;
-    smp_capture(&c, (uintptr_t)__builtin_return_address(0));
+    smp_capture(&c, keep_from);
     pthread_mutex_lock(&sample_lock);
     smp_record(p, n, &c, true);
     pthread_mutex_unlock(&sample_lock);
@@ -678,28 +677,75 @@ void *pa_sample_sys(void *p, size_t n) {
     return p;
 }
 
-void *pa_sample_sys_malloc(size_t n) {
-    pa_stat_sys(n);
-    return pa_sample_sys(PA_SYS_MALLOC(n), n);
+/* The system allocator gave p for n bytes, counted already: sampled if the countdown ran out. */
+static inline void *smp_sys_served(void *p, size_t n, uintptr_t keep_from) {
+    pa_heap *h = pa_tls_heap;
+    if (h->live && h->smp.sys_cd < 0) return smp_sys_sample(h, p, n, keep_from);
+    return p;
 }
-void *pa_sample_sys_calloc(size_t n, size_t s) {
-    pa_stat_sys(n * s);
-    return pa_sample_sys(PA_SYS_CALLOC(n, s), n * s);
-}
+
 /* The record of passthrough block p, if it has one, goes: before glibc has the block back, since
  * another thread may be given it then. */
 static void smp_sys_retire(void *p) {
-    if (!p || !smp_filter || !atomic_load_explicit(&smp_filter[smp_filter_slot((uintptr_t)p)], memory_order_relaxed))
-        return;
     pthread_mutex_lock(&sample_lock);
     smp_retire((uintptr_t)p);
     pthread_mutex_unlock(&sample_lock);
 }
 
+void *pa_sample_sys(void *p, size_t n) {
+    pa_heap *h = pa_tls_heap;
+    if (h->live && (h->smp.sys_cd -= (int64_t)n) < 0)
+        return smp_sys_sample(h, p, n, (uintptr_t)__builtin_return_address(0));
+    return p;
+}
+
+/* Out of line, with the frame the call to the system allocator and the look at its result need. */
+static PA_NOINLINE void *smp_sys_malloc(size_t n) {
+    return smp_sys_served(PA_SYS_MALLOC(n), n, (uintptr_t)__builtin_return_address(0));
+}
+static PA_NOINLINE void *smp_sys_calloc(size_t n, size_t s) {
+    return smp_sys_served(PA_SYS_CALLOC(n, s), n * s, (uintptr_t)__builtin_return_address(0));
+}
+static PA_NOINLINE void *smp_sys_realloc(void *p, size_t n) {
+    if (pa_sample_recorded(p)) smp_sys_retire(p);
+    return smp_sys_served(PA_SYS_REALLOC(p, n), n, (uintptr_t)__builtin_return_address(0));
+}
+
+/* A request of a thread without a heap of its own (before start-up, after its exit hook): counted
+ * (pa_stat_sys gives the thread a heap if it can), not sampled; a block to reallocate may be one. */
+static PA_NOINLINE void *smp_sys_unowned(int what, void *p, size_t n, size_t s) {
+    pa_stat_sys(what == 1 ? n * s : n);
+    if (what == 0) return PA_SYS_MALLOC(n);
+    if (what == 1) return PA_SYS_CALLOC(n, s);
+    if (pa_sample_recorded(p)) smp_sys_retire(p);
+    return PA_SYS_REALLOC(p, n);
+}
+
+/* Every passthrough request while sampling: counted (pa_stat_sys's work, inline), and through the
+ * sampler only when due, so that the common case stays a handful of instructions and a jump. */
+static inline bool smp_sys_due(pa_heap *h, const void *p, size_t n) {
+    h->sys_calls++;
+    __asm__("" : "+m"(h->sys_calls)); /* two adds to memory (as pa_stat_sys), not SSE */
+    h->sys_bytes += n;
+    return ((h->smp.sys_cd -= (int64_t)n) < 0) | pa_sample_recorded(p);
+}
+void *pa_sample_sys_malloc(size_t n) {
+    pa_heap *h = pa_tls_heap;
+    if (pa_unlikely(!h->live)) return smp_sys_unowned(0, NULL, n, 0);
+    if (pa_unlikely(smp_sys_due(h, NULL, n))) return smp_sys_malloc(n);
+    return PA_SYS_MALLOC(n);
+}
+void *pa_sample_sys_calloc(size_t n, size_t s) {
+    pa_heap *h = pa_tls_heap;
+    if (pa_unlikely(!h->live)) return smp_sys_unowned(1, NULL, n, s);
+    if (pa_unlikely(smp_sys_due(h, NULL, n * s))) return smp_sys_calloc(n, s);
+    return PA_SYS_CALLOC(n, s);
+}
 void *pa_sample_sys_realloc(void *p, size_t n) {
-    pa_stat_sys(n);
-    smp_sys_retire(p);
-    return pa_sample_sys(PA_SYS_REALLOC(p, n), n);
+    pa_heap *h = pa_tls_heap;
+    if (pa_unlikely(!h->live)) return smp_sys_unowned(2, p, n, 0);
+    if (pa_unlikely(smp_sys_due(h, p, n))) return smp_sys_realloc(p, n);
+    return PA_SYS_REALLOC(p, n);
 }
 
 void pa_sample_sys_free(void *p) {
@@ -715,11 +761,6 @@ static void smp_fork_release(void) { pthread_mutex_unlock(&sample_lock); }
 void pa_sample_start(void) {
     if (!pa_opt.sites || smp_ready) return;
     smp_start_ms = pa_clock_ms();
-    smp_filter = pa_os_map(SMP_FILTER * sizeof *smp_filter);
-    if (!smp_filter) {
-        pa_warn("PYALLOC_SITES=1: cannot map the sampler's tables; no allocation is sampled");
-        return;
-    }
     for (size_t n = 0; n < PA_NDIRECT; n++) smp_weights[n] = smp_weight_of(n);
     pa_unwind_init();
     pa_py_init();
@@ -870,7 +911,7 @@ void pa_sample_write(void) {
     sw_str(&w, "\npeak");
     sw_u64(&w, mark_peak.set);
     sw_u64(&w, mark_peak.t_ms);
-    sw_str(&w, smp_peak_external ? " allocator" : " samples");
+    sw_str(&w, atomic_load_explicit(&smp_peak_external, memory_order_relaxed) ? " allocator" : " samples");
     sw_str(&w, "\nexit");
     sw_u64(&w, mark_exit.set ? mark_exit.t_ms : now);
     sw_str(&w, smp_exit_source ? " python-finalize" : " exit");
@@ -937,10 +978,10 @@ uint64_t pa_heap_allocs(const pa_heap *h, size_t n) { return (void)h, (void)n, 0
 void *pa_malloc_sampled(pa_heap *h, size_t n) { return pa_malloc_counted(h, n); }
 void pa_sample_free_small(pa_page *pg, pa_block *b) { (void)pg, pa_free_invalid("free", b); } /* no such page */
 void *pa_sample_sys(void *p, size_t n) { return (void)n, p; }
-void *pa_sample_sys_malloc(size_t n) { return pa_sys_malloc(n); }
-void *pa_sample_sys_calloc(size_t n, size_t s) { return pa_sys_calloc(n, s); }
-void *pa_sample_sys_realloc(void *p, size_t n) { return pa_sys_realloc(p, n); }
-void pa_sample_sys_free(void *p) { pa_sys_free(p); }
+void *pa_sample_sys_malloc(size_t n) { return pa_stat_sys(n), PA_SYS_MALLOC(n); }
+void *pa_sample_sys_calloc(size_t n, size_t s) { return pa_stat_sys(n * s), PA_SYS_CALLOC(n, s); }
+void *pa_sample_sys_realloc(void *p, size_t n) { return pa_stat_sys(n), PA_SYS_REALLOC(p, n); }
+void pa_sample_sys_free(void *p) { PA_SYS_FREE(p); }
 void pa_sample_start(void) {}
 void pa_sites_peak(void) {}
 #endif

@@ -735,11 +735,14 @@ static bool unw_step(unw_ctx *x, const unw_row *row, uint32_t ra_reg, const uint
  * the return address is saved at CFA + offset, each callee-saved register (rbx, rbp, r12-r15) is
  * unchanged or saved at CFA + offset, every other register unchanged; signal frames, expressions
  * and the rest are worked out each time. A direct-mapped table shared by all threads; an entry is
- * a seqlock of its own (its key is zero while it is being written). */
+ * a seqlock of its own: a writer claims it by setting its key to UNW_BUSY (a compare-and-swap, so
+ * two writers never mix their fields), writes, then publishes the key. */
 #define UNW_CACHE 4096
 #define UNW_SAME8 (-128) /* a saved-register offset of UNW_SAME8: the register is unchanged */
+#define UNW_BUSY 1       /* an entry's key while it is written (no address looked up is 1) */
 typedef struct unw_cached {
-    _Atomic uint64_t key; /* the address looked up (pc - 1, or pc after a signal frame); 0: empty */
+    _Atomic uint64_t key; /* the address looked up (pc - 1, or pc after a signal frame); 0: empty,
+                             UNW_BUSY: being written */
     _Atomic uint64_t w0;  /* CFA offset (int32), CFA register (bit 32: rbp, else rsp), outermost
                              (bit 33: the return address is undefined), return address offset / 8
                              (int8, bits 40-47) */
@@ -779,7 +782,10 @@ static void unw_cache_put(uintptr_t look, const unw_row *row, uint32_t ra_reg) {
     uint64_t w1 = 0;
     for (unsigned k = 0; k < 6; k++) w1 |= (uint64_t)(uint8_t)saved[k] << (8 * k);
     unw_cached *e = &unw_cache[unw_cache_slot(look)];
-    atomic_store_explicit(&e->key, 0, memory_order_relaxed);
+    uint64_t old = atomic_load_explicit(&e->key, memory_order_relaxed);
+    if (old == UNW_BUSY || !atomic_compare_exchange_strong_explicit(&e->key, &old, UNW_BUSY, memory_order_relaxed,
+                                                                    memory_order_relaxed))
+        return; /* another thread is writing it */
     atomic_thread_fence(memory_order_release);
     atomic_store_explicit(&e->w0, w0, memory_order_relaxed);
     atomic_store_explicit(&e->w1, w1, memory_order_relaxed);

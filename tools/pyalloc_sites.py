@@ -325,10 +325,11 @@ def py_frame(d, file_id, name_id, line):
 
 def frames_of(stack, d, sym, interpreter_frames=False):
     """The stack's frames, innermost first: native ones named, the allocator's own left off the top,
-    and the Python frames in place of the _PyEval_EvalFrameDefault calls that ran them. Below the
-    innermost Python frame, the interpreter's own native frames (those of the object that runs
-    _PyEval_EvalFrameDefault) are left out unless interpreter_frames: a Python program's stack reads
-    as its Python calls, with the C functions of extensions it calls, and the C code that allocated."""
+    and the Python frames in place of the _PyEval_EvalFrameDefault calls that ran them. Unless
+    interpreter_frames, a stack with Python frames loses, below its innermost Python frame, the
+    interpreter's own native frames (those of the object that runs _PyEval_EvalFrameDefault) and
+    every native frame below its outermost Python frame (the process's start-up): it reads as the
+    Python calls, with the C functions of extensions they call, and the C code that allocated."""
     native = []
     for pc in stack["pcs"]:
         native.extend(sym.cache.get(pc, [{"function": "0x%x" % pc, "object": "?"}]))
@@ -350,14 +351,24 @@ def frames_of(stack, d, sym, interpreter_frames=False):
             continue
         out.append(f)
     out.extend(p for p, _ in py[k:])  # the native walk stopped early: the rest, outermost last
+    if py and not interpreter_frames:
+        last = max(i for i, f in enumerate(out) if f.get("python"))
+        out = out[:last + 1]
     return out
 
 
+def short_path(path):
+    """A Python file's path as the code object names it, relative to the working directory if it is
+    under it."""
+    cwd = os.getcwd() + os.sep
+    return path[len(cwd):] if path.startswith(cwd) else path
+
+
 def frame_text(f, with_object=False):
-    """"function (file:line)": a Python file as the code object names it, a C file by its base name."""
+    """"function (file:line)": a Python file by short_path, a C file by its base name."""
     s = f["function"]
     if f.get("file"):
-        s += " (%s%s)" % (f["file"] if f.get("python") else os.path.basename(f["file"]),
+        s += " (%s%s)" % (short_path(f["file"]) if f.get("python") else os.path.basename(f["file"]),
                           ":%d" % f["line"] if f.get("line") else "")
     elif with_object and f.get("object"):
         s += " [%s]" % f["object"]

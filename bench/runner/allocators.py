@@ -14,7 +14,8 @@ LIBDIR = "/usr/lib/x86_64-linux-gnu"
 
 # Variables that would change which allocator or mode a run gets: removed from every run's
 # environment, then set per allocator (or per benchmark).
-CONTROLLED = ("LD_PRELOAD", "PYTHONMALLOC", "PYALLOC_ALIGN")
+CONTROLLED = ("LD_PRELOAD", "PYTHONMALLOC", "PYALLOC_ALIGN", "PYALLOC_SITES", "PYALLOC_SAMPLE_BYTES",
+              "PYALLOC_SITES_FILE")
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Allocator:
     package: str = ""  # Debian package that ships lib
     expect_align: int = 0  # pa_alignment_mode() expected, 0: not checked
     probe: Dict[str, str] = field(default_factory=dict)
+    default: bool = True  # run when --allocators does not name the allocators; else only when named
 
     @property
     def describe(self) -> str:
@@ -50,6 +52,9 @@ def table(pyalloc_lib: str) -> List[Allocator]:
         Allocator("glibc", None),
         Allocator("pyalloc", pyalloc_lib, expect_align=16),
         Allocator("pyalloc-a8", pyalloc_lib, {"PYALLOC_ALIGN": "8"}, expect_align=8),
+        # allocation sites on at the default rate (what `pyalloc stats --sites` costs); only when named
+        Allocator("pyalloc-sites", pyalloc_lib, {"PYALLOC_SITES": "1", "PYALLOC_SITES_FILE": "/dev/null"},
+                  expect_align=16, default=False),
         Allocator("mimalloc", LIBDIR + "/libmimalloc.so.2", package="libmimalloc2.0"),
         Allocator("jemalloc", LIBDIR + "/libjemalloc.so.2", package="libjemalloc2"),
         Allocator("tcmalloc", LIBDIR + "/libtcmalloc_minimal.so.4", package="libtcmalloc-minimal4"),
@@ -72,6 +77,8 @@ def choose(all_allocs: List[Allocator], names: Optional[str], log) -> List[Alloc
         return chosen
     chosen = []
     for a in all_allocs:
+        if not a.default:
+            continue
         if a.lib and not os.path.exists(a.lib):
             hint = " (apt-get install %s, or scripts/bench.sh --install-peers)" % a.package if a.package else ""
             log("note: skipping %s: %s not found%s" % (a.name, a.lib, hint))

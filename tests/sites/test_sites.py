@@ -5,7 +5,9 @@
   c        sites_prog leakpeak: leak_fn's two sites live at exit and at the peak, peak_fn's two at the
            peak only, each named with its file:line (built -g), each estimate (bytes, blocks) within
            5 standard errors of the known figure (the standard error worked out from the known sizes
-           and counts, so a biased estimator or a broken sampling fails); the folded stacks parsed
+           and counts, so a biased estimator or a broken sampling fails); the folded stacks parsed;
+           the same under a plain LD_PRELOAD with PYALLOC_SITES=1, its data file (default name) read
+           by tools/pyalloc_sites.py on its own
   frames   sites_prog frames LIB, built -O2 -fomit-frame-pointer: whole stacks through a library
            opened with dlopen, a realigned frame (CFA as a DWARF expression), a frame of run-time size
   python   sites_py.py on Debian's python3.11 with PYTHONMALLOC=malloc: the Python functions and lines
@@ -152,6 +154,30 @@ class C(Case):
                 for st, _ in hits:
                     self.assertTrue(st[-2].startswith("main (sites_prog.c:"), st)
         self.assertFalse([st for st, _ in read_folded(leaks) if st[-1].startswith("peak_fn")])
+
+    def test_without_the_command(self):
+        """PYALLOC_SITES=1 under a plain LD_PRELOAD: the data goes to pyalloc-sites.<pid> in the working
+        directory, and tools/pyalloc_sites.py reports it."""
+        lib = subprocess.run([A.command, "lib"], capture_output=True, text=True, check=True).stdout.strip()
+        d = os.path.join(A.work, "plain")
+        os.makedirs(d)
+        p = subprocess.Popen([A.prog, "leakpeak"], cwd=d, env=clean_env(LD_PRELOAD=lib, PYALLOC_SITES="1",
+                                                                        PYALLOC_SAMPLE_BYTES=str(self.RATE)))
+        self.assertEqual(p.wait(timeout=TIMEOUT), 0)
+        data = os.path.join(d, "pyalloc-sites.%d" % p.pid)
+        self.assertEqual(os.listdir(d), [os.path.basename(data)])
+        r = subprocess.run([sys.executable, os.path.join(A.source, "tools", "pyalloc_sites.py"), "--json", data],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        sites = json.loads(r.stdout)
+        src = os.path.join(A.source, "tests", "sites", "sites_prog.c")
+        s = find_site(sites["exit"], "sites_prog.c", marker_line(src, "leak_large"))
+        self.near(s, [(4000, 5000)], self.RATE, "live at exit, leak_large, without the command")
+        r = subprocess.run([sys.executable, os.path.join(A.source, "tools", "pyalloc_sites.py"), data],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertIn("leak_fn (sites_prog.c:%d)" % marker_line(src, "leak_large"), r.stdout)
+        with open(data) as f:
+            self.assertIsNone(re.search(r"[^\x20-\x7e\n]", f.read()), "the data file is printable ASCII")
 
 
 class Frames(Case):
