@@ -686,7 +686,7 @@ static inline void *smp_sys_served(void *p, size_t n, uintptr_t keep_from) {
 
 /* The record of passthrough block p, if it has one, goes: before glibc has the block back, since
  * another thread may be given it then. */
-static void smp_sys_retire(void *p) {
+static PA_NOINLINE void smp_sys_retire(void *p) {
     pthread_mutex_lock(&sample_lock);
     smp_retire((uintptr_t)p);
     pthread_mutex_unlock(&sample_lock);
@@ -749,7 +749,7 @@ void *pa_sample_sys_realloc(void *p, size_t n) {
 }
 
 void pa_sample_sys_free(void *p) {
-    smp_sys_retire(p);
+    if (pa_unlikely(pa_sample_recorded(p))) smp_sys_retire(p);
     PA_SYS_FREE(p);
 }
 

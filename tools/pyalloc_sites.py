@@ -482,7 +482,8 @@ def format_text(rep, top=10, callers=4):
                 out.append("%41s  <- %s%s" % ("", " <- ".join(frame_text(f) for f in rest),
                                                " ..." if len(chain) > i + 1 + callers else ""))
         if len(sec["sites"]) > top:
-            out.append("%41s  (%d more sites)" % ("", len(sec["sites"]) - top))
+            more = len(sec["sites"]) - top
+            out.append("%41s  (%d more site%s)" % ("", more, "" if more == 1 else "s"))
     return "\n".join(out)
 
 
