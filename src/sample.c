@@ -15,8 +15,9 @@
  * so its free fails free's one compare (page owner == this thread's heap), reaches pa_free_remote
  * and from there pa_sample_free_small, which retires the record and frees the block with the
  * owner's checks (block start, double free). A sampled passthrough block is counted in a filter of
- * counters by address hash, read without a lock by the passthrough's free and realloc while
- * sampling is on; a non-zero counter sends them to the record table.
+ * counters by address bits, read without a lock by the passthrough's free and realloc while
+ * sampling is on; a non-zero counter sends them to the record table. The passthrough's requests
+ * count a byte countdown per thread, and only one that runs it out comes to the sampler.
  *
  * What: the record (address, size, weight, the sample's sequence number) names its stack, interned
  * with its native return addresses (unwind.c) and Python frames (pyframes.c); the objects the
@@ -727,7 +728,7 @@ static inline bool smp_sys_due(pa_heap *h, const void *p, size_t n) {
     h->sys_calls++;
     __asm__("" : "+m"(h->sys_calls)); /* two adds to memory (as pa_stat_sys), not SSE */
     h->sys_bytes += n;
-    return ((h->smp.sys_cd -= (int64_t)n) < 0) | pa_sample_recorded(p);
+    return (int)((h->smp.sys_cd -= (int64_t)n) < 0) | (int)pa_sample_recorded(p); /* both, no branch */
 }
 void *pa_sample_sys_malloc(size_t n) {
     pa_heap *h = pa_tls_heap;
