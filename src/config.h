@@ -47,6 +47,15 @@
 #define PA_REALLOC_EXACT ((size_t)128 << 10)    /* realloc asks glibc for exact sizes from here on
                                                    (glibc maps such blocks and grows them by mremap) */
 
+/* ---- the background thread (background.c) ---- */
+#define PA_GLIBC_TRIM_DEFAULT ((uint64_t)1 << 20) /* PYALLOC_GLIBC_TRIM_KB: a malloc_trim returning
+                                                     less is not worth its walk over the free chunks */
+#define PA_GLIBC_TRIM_MAX PA_RESERVE_MAX
+#define PA_BG_STACK ((size_t)128 << 10)  /* it calls only glibc's trim and mallinfo2, madvise, futex */
+#define PA_BG_COUNT_MS 100               /* auto: the threads are counted at most this often */
+#define PA_BG_REARM_PART 10              /* after a free into glibc's heap woke it, the thread sets its
+                                            hooks again a tenth of the delay later (at least 10 ms) */
+
 #ifndef PA_STATS
 #define PA_STATS 1 /* per-thread counters for pa_stats_get (CMake option PYALLOC_STATS) */
 #endif

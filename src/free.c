@@ -47,30 +47,44 @@ static bool free_is_listed(const pa_page *pg, const pa_block *b) {
 /* A free by the page's owner that failed a fast check: an interior pointer, or a first word that
  * looks like a free link. The owner can confirm against its own lists; a false alarm is freed
  * normally. */
-void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
+static void free_local_done(pa_heap *h, pa_page *pg, const void *caller);
+
+static void free_local_check(pa_heap *h, pa_page *pg, pa_block *b, const void *caller) {
     if (!pa_block_is_start(pg, (uintptr_t)b & PA_PAGE_MASK)) pa_free_invalid("free", b);
     if (pa_block_looks_free(pg, b) && free_is_listed(pg, b))
         pa_fatal("free(): double free detected", b);
     pa_block_push(pg, b);
     pa_stat_free(h, pg->cls);
     pg->used--;
-    pa_free_local_slow(h, pg);
+    free_local_done(h, pg, caller);
 }
 
+void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) { free_local_check(h, pg, b, PA_CALLER()); }
+
 /* After a free by the page's owner: the page was FULL (its biased count ran out) or is empty. */
-void pa_free_local_slow(pa_heap *h, pa_page *pg) {
+static void free_local_done(pa_heap *h, pa_page *pg, const void *caller) {
     if (pg->where == PA_W_FULL) pa_page_unfull(h, pg);
     if (pg->used == 0) {
         pa_page_emptied(h, pg);
         pa_pool_tick(); /* a page emptied: pool pages that waited out the delay can go now */
+        pa_bg_poll(caller); /* it may have gone to the pool: work for the background thread */
     }
 }
+
+void pa_free_local_slow(pa_heap *h, pa_page *pg) { free_local_done(h, pg, PA_CALLER()); }
 
 /* ---- frees into pages this thread does not own ---- */
 
 static void free_abandoned(pa_page *pg, pa_block *b);
+static void free_remote(pa_page *pg, pa_block *b);
 
 void pa_free_remote(pa_page *pg, pa_block *b) {
+    const void *caller = PA_CALLER();
+    free_remote(pg, b);
+    pa_bg_poll(caller); /* the last free into an abandoned page gives it to the pool */
+}
+
+static void free_remote(pa_page *pg, pa_block *b) {
     pa_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
     if (!owner) {
         free_abandoned(pg, b);
@@ -98,7 +112,7 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
     pthread_mutex_lock(&pa_abandoned_lock);
     if (pa_load_relaxed(&pg->heap)) { /* adopted meanwhile */
         pthread_mutex_unlock(&pa_abandoned_lock);
-        pa_free_remote(pg, b);
+        free_remote(pg, b);
         return;
     }
     if (pg->where != PA_W_ABANDONED) {

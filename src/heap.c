@@ -70,6 +70,7 @@ pa_heap *pa_heap_attach(void) {
     if (!pa_ready() || !(h = heap_create())) return NULL;
     pa_tls_heap = h; /* before setspecific, which may itself call malloc */
     pthread_setspecific(pa_thread_key, h);
+    pa_bg_poll(PA_BG_SAFE); /* a new thread: under PYALLOC_BACKGROUND=auto a helper may now start */
     return h;
 }
 
@@ -172,4 +173,5 @@ void pa_heap_thread_exit(void *arg) {
     pthread_mutex_lock(&pa_heaps_lock);
     h->live = 0;
     pthread_mutex_unlock(&pa_heaps_lock);
+    pa_bg_poll(PA_BG_SAFE); /* a key destructor runs with no lock of glibc's held */
 }

@@ -67,11 +67,15 @@ typedef struct pa_options {
     size_t dirty_min;      /* empty pages the pool may keep resident however long they wait */
     unsigned dirty_ratio;  /* ... or live pages / dirty_ratio, whichever is larger */
     uint32_t purge_delay;  /* ms an empty page stays resident before its memory goes back */
+    int background;        /* PYALLOC_BACKGROUND: PA_BG_AUTO, PA_BG_ON or PA_BG_OFF */
+    size_t glibc_trim;     /* PYALLOC_GLIBC_TRIM_KB in bytes: fresh free memory in glibc's heap worth a
+                              malloc_trim once the program is quiet; 0: never */
     int stats;             /* PYALLOC_STATS: 0 no report, 1 text, 2 json, at exit */
     char stats_file[1024]; /* PYALLOC_STATS_FILE, copied at start-up; "" = stderr */
 } pa_options;
 extern pa_options pa_opt;
 void pa_options_read(void); /* pa_opt from the defaults and the environment */
+enum { PA_BG_OFF = 0, PA_BG_AUTO = 1, PA_BG_ON = 2 };
 /* Value of environment variable name, or NULL; never allocates. */
 const char *pa_getenv(const char *name);
 
@@ -81,6 +85,7 @@ bool pa_os_commit(void *p, size_t size);
 void pa_os_decommit(void *p, size_t size);
 void *pa_os_map(size_t size);
 void pa_os_unmap(void *p, size_t size);
+bool pa_os_protect(void *p, size_t size, bool writable);
 
 /* ---- sizeclass.h, sizeclass.c: size -> class ---- */
 #include "sizeclass.h"
@@ -103,6 +108,9 @@ typedef struct pa_pool_stats {
 } pa_pool_stats;
 void pa_pool_counters(pa_pool_stats *out);
 void pa_pool_tick(void);                      /* give back the pages that waited out the delay */
+/* For the background thread: give back at most one batch of expired pages (one lock hold); returns
+ * the pages given back, and through *next when the next dirty page expires (UINT32_MAX: none). */
+size_t pa_pool_expire_step(uint32_t now, uint32_t *next);
 uint32_t pa_clock_ms(void);                   /* monotonic, coarse; never allocates */
 
 static inline uint32_t pa_page_index(const pa_page *pg) { return (uint32_t)(pg - pa_pages); }
@@ -264,6 +272,7 @@ extern _Atomic uint64_t pa_orphan_remote_frees;
 /* Pages per class, now and at the peak: kept whether or not PA_STATS (a page event is rare). */
 void pa_stat_page(uint32_t cls, int delta);
 void pa_stats_at_exit(void); /* the PYALLOC_STATS report, if asked for */
+uint64_t pa_stats_sys_bytes(void); /* bytes asked of glibc, all heaps; UINT64_MAX if not counted */
 
 /* ---- free.c ---- */
 _Noreturn void pa_free_invalid(const char *fn, const void *p) PA_COLD;
@@ -308,17 +317,64 @@ static inline void *pa_sys_calloc(size_t n, size_t s) {
     pa_stat_sys(n * s);
     return PA_SYS_CALLOC(n, s);
 }
-static inline void *pa_sys_realloc(void *p, size_t n) {
+/* free and realloc of glibc's blocks go through a table the background thread may point at its hooks
+ * while it waits for glibc's heap to go quiet (background.c): one indirect jump, as through the GOT. */
+typedef struct pa_sys_table {
+    void (*free)(void *);
+    void *(*realloc)(void *, size_t);
+    char rest_of_page[PA_OS_PAGE - 2 * sizeof(void *)]; /* nothing else on the page */
+} pa_sys_table;
+extern PA_HIDDEN pa_sys_table pa_sys_tab; /* on a page kept read-only */
+static inline __attribute__((always_inline)) void *pa_sys_realloc(void *p, size_t n) {
     pa_stat_sys(n);
-    return PA_SYS_REALLOC(p, n);
+    return pa_sys_tab.realloc(p, n);
 }
-static inline void pa_sys_free(void *p) { PA_SYS_FREE(p); }
+static inline __attribute__((always_inline)) void pa_sys_free(void *p) { pa_sys_tab.free(p); }
 void *pa_sys_memalign(size_t a, size_t n);
 void *pa_sys_valloc(size_t n);
 void *pa_sys_pvalloc(size_t n);
 size_t pa_sys_usable_size(void *p);
 int pa_sys_trim(size_t pad);        /* the system allocator's malloc_trim */
 void pa_sys_prime(void);            /* start glibc's allocator in this thread (init.c) */
+
+/* ---- background.c: the background thread that gives memory back while the program is idle ---- */
+/* In a free slow path that free() jumps to (fastpath.h): free()'s caller. Optimised, free() reaches
+ * its slow paths by a tail jump, so theirs is that return address; unoptimised, free() keeps its
+ * frame. A path entered otherwise reads an address in pyalloc, which starts nothing. The helper is
+ * started from a free only when the program called it: glibc frees with its own locks held. */
+#ifdef __OPTIMIZE__
+#define PA_CALLER() ((const void *)__builtin_return_address(0))
+#else
+#define PA_CALLER() PA_RETURN_ADDRESS_1()
+#endif
+/* The caller's return address, valid where frames are kept (-O0): the warning is for the rest. */
+#define PA_RETURN_ADDRESS_1()                                                                      \
+    (__extension__({                                                                               \
+        _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wframe-address\"")    \
+        const void *ra_ = __builtin_return_address(1);                                             \
+        _Pragma("GCC diagnostic pop") ra_;                                                         \
+    }))
+#define PA_BG_SAFE ((const void *)1) /* a caller for pa_bg_poll: this context is known to be safe */
+extern _Atomic int pa_bg_want;      /* work appeared and no helper runs: start one at a safe point */
+void pa_bg_init(void);              /* from the constructor: options, libc's maps, the free hooks */
+void pa_bg_pool_work(void);         /* the pool's dirty list went from empty to not (no lock held) */
+void pa_bg_start(const void *caller) PA_COLD;
+bool pa_bg_caller_is_program(const void *caller); /* not libc's, ld.so's or pyalloc's own code */
+/* At a point where no lock of pyalloc is held: start the helper if work waits for one. caller is
+ * the program's return address (free paths), or PA_BG_SAFE where no glibc lock can be held. */
+static inline void pa_bg_poll(const void *caller) {
+    if (pa_unlikely(pa_load_relaxed(&pa_bg_want))) pa_bg_start(caller);
+}
+/* For the mesh pass of issue 10 B: ask the helper to run pa_bg_compact (if set) soon. */
+#define PA_BG_COMPACT 1u
+void pa_bg_request(unsigned work);
+extern bool (*pa_bg_compact)(uint32_t now, uint32_t *next); /* true: run me again at *next */
+void pa_bg_fork_prepare(void);
+void pa_bg_fork_parent(void);
+void pa_bg_fork_child(void);
+void pa_bg_exiting(void);           /* process exit has begun: start no new glibc trim */
+struct pa_stats;
+void pa_bg_counters(struct pa_stats *out);
 
 /* ---- init.c: lazy, re-entrant start-up; fork ---- */
 extern _Atomic int pa_init_state; /* 0 not yet, 1 running, 2 ready, 3 failed */

@@ -310,6 +310,7 @@ void *pa_malloc_slow(pa_heap *h, size_t size) {
     pa_block_pop(pg, b);
     pg->used++;
     PA_STAT(h->nalloc[size]++);
+    pa_bg_poll(PA_BG_SAFE); /* glibc never calls malloc with a lock pthread_create takes */
     return b;
 }
 

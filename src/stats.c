@@ -4,8 +4,8 @@
  * freeing thread's heap, remote frees too), so the fast paths take no lock and share no cache line,
  * and in use = allocs - frees is exact at any instant. Reading sums every heap in the registry and
  * walks the descriptors for the pages held. Nothing here allocates: the report is formatted into a buffer on the stack
- * and written with write(2). Exports pa_stats_get, pa_stats_print, pa_stat_page, the shared
- * counters of threads without a heap (pa_orphan_*) and the PYALLOC_STATS report at exit. */
+ * and written with write(2). Exports pa_stats_get, pa_stats_print, pa_stat_page, pa_stats_sys_bytes,
+ * the shared counters of threads without a heap (pa_orphan_*) and the PYALLOC_STATS report at exit. */
 #include "internal.h"
 
 #include <errno.h>
@@ -35,6 +35,20 @@ void pa_stat_page(uint32_t cls, int delta) {
 
 /* Another thread's counter: a relaxed load of a word it alone writes. */
 #define RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+/* Bytes asked of the system allocator so far, summed over every heap; UINT64_MAX when not counted
+ * (PA_STATS off). For the background thread's estimate of glibc's fresh free memory. */
+uint64_t pa_stats_sys_bytes(void) {
+#if PA_STATS
+    uint64_t n = atomic_load_explicit(&pa_orphan_sys_bytes, memory_order_relaxed);
+    pthread_mutex_lock(&pa_heaps_lock);
+    for (pa_heap *h = pa_heap_first(); h; h = h->next_heap) n += RD(h->sys_bytes);
+    pthread_mutex_unlock(&pa_heaps_lock);
+    return n;
+#else
+    return UINT64_MAX;
+#endif
+}
 
 PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
     if (!out || size < offsetof(struct pa_stats, pages_taken)) return -1;
@@ -104,6 +118,7 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
         out->pages_taken = pool.taken;
         out->pages_returned = pool.returned;
     }
+    pa_bg_counters(out);
     /* The classes this mode serves (a class no request size maps to does not exist here). */
     unsigned k = 0;
     for (uint32_t c = 0; c < PA_NCLASS; c++) {
@@ -202,6 +217,15 @@ static void w_class_fields(writer *w, const struct pa_class_stats *s, int with_s
     w_field(w, "wasted", s->wasted, 1);
 }
 
+static const char *bg_state_name(unsigned long long state) {
+    switch (state) {
+    case PA_BG_STATE_RUNNING: return "running";
+    case PA_BG_STATE_WAITING: return "not started";
+    case PA_BG_STATE_FAILED: return "could not start";
+    default: return "off";
+    }
+}
+
 static void report_json(writer *w, const struct pa_stats *st) {
     w_str(w, "{\"pyalloc\": \"" PA_VERSION_STRING "\", ");
     w_field(w, "pid", (uint64_t)getpid(), 0);
@@ -234,6 +258,14 @@ static void report_json(writer *w, const struct pa_stats *st) {
     w_field(w, "live", st->heaps_live, 0);
     w_field(w, "abandoned", st->heaps_abandoned, 0);
     w_field(w, "pages_adopted", st->pages_adopted, 1);
+    w_str(w, "},\n \"background\": {\"state\": \"");
+    w_str(w, bg_state_name(st->bg_state));
+    w_str(w, "\", ");
+    w_field(w, "wakeups", st->bg_wakeups, 0);
+    w_field(w, "pages_given_back", st->bg_pages_given_back, 0);
+    w_field(w, "bytes_given_back", st->bg_bytes_given_back, 0);
+    w_field(w, "glibc_trims", st->glibc_trims, 0);
+    w_field(w, "glibc_trim_bytes", st->glibc_trim_bytes, 1);
     w_str(w, "},\n ");
     w_field(w, "cross_thread_frees", st->cross_thread_frees, 1);
     w_str(w, "}\n");
@@ -294,7 +326,17 @@ static void report_text(writer *w, const struct pa_stats *st) {
     w_num(w, st->pages_adopted, 0);
     w_str(w, " pages adopted; cross-thread frees: ");
     w_num(w, st->cross_thread_frees, 0);
-    w_str(w, "\n");
+    w_str(w, "\nbackground thread: ");
+    w_str(w, bg_state_name(st->bg_state));
+    w_str(w, "; ");
+    w_num(w, st->bg_pages_given_back, 0);
+    w_str(w, " pages given back (");
+    w_num(w, st->bg_bytes_given_back >> 10, 0);
+    w_str(w, " KiB); glibc trimmed ");
+    w_num(w, st->glibc_trims, 0);
+    w_str(w, " times (");
+    w_num(w, st->glibc_trim_bytes >> 10, 0);
+    w_str(w, " KiB)\n");
 }
 
 PA_API int pa_stats_print(int fd, int format) {
@@ -349,4 +391,7 @@ void pa_stats_at_exit(void) {
     errno = saved;
 }
 
-__attribute__((destructor)) static void stats_destructor(void) { pa_stats_at_exit(); }
+__attribute__((destructor)) static void stats_destructor(void) {
+    pa_bg_exiting();
+    pa_stats_at_exit();
+}

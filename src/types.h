@@ -53,8 +53,9 @@
  * and push without fear of the page being recycled under it. Heap structures are recycled, never
  * unmapped, so a stale heap pointer still names valid memory.
  *
- * Lock order: heaps < abandoned < notify < pool; fork takes all four in that order (init.c). The
- * start-up's init_lock is never held together with any of them, and fork does not take it.
+ * Lock order: heaps < abandoned < notify < pool < sys (background.c's, for the table through which
+ * glibc's free and realloc are reached); fork takes all five in that order (init.c). The start-up's
+ * init_lock is never held together with any of them, and fork does not take it.
  */
 #ifndef PA_TYPES_H
 #define PA_TYPES_H

@@ -282,7 +282,7 @@ class Run(Case):
         """docs/options.md's variables each have a `run` option that sets it for CMD."""
         docs = documented_variables()
         self.assertIn("PYALLOC_ALIGN", docs)
-        values = {"PYALLOC_ALIGN": ("8", "8"), "PYALLOC_STATS": ("json", "json"),
+        values = {"PYALLOC_ALIGN": ("8", "8"), "PYALLOC_STATS": ("json", "json"), "PYALLOC_BACKGROUND": ("1", "1"),
                   "PYALLOC_STATS_FILE": ("/dev/null", "/dev/null")}
         args, want = [], []
         for name in sorted(docs):
