@@ -14,7 +14,7 @@ LIBDIR = "/usr/lib/x86_64-linux-gnu"
 
 # Variables that would change which allocator or mode a run gets: removed from every run's
 # environment, then set per allocator (or per benchmark).
-CONTROLLED = ("LD_PRELOAD", "PYTHONMALLOC", "PYALLOC_ALIGN")
+CONTROLLED = ("LD_PRELOAD", "PYTHONMALLOC", "PYALLOC_ALIGN", "PYALLOC_BACKGROUND")
 
 
 @dataclass

@@ -142,7 +142,8 @@ def _table(summary, allocs, title_value, fmt, ratio_key) -> List[str]:
 def _footprint(summary, allocs) -> List[str]:
     e = summary["benchmarks"].get("footprint")
     if not e:
-        return []
+        idle = _idle(summary, allocs)
+        return ["## Memory given back", ""] + idle if idle else []
     lines = ["## Memory given back (footprint: 2 M blocks of 16..256 B, all freed)", "",
              "| allocator | RSS at start | RSS at peak | RSS after free | returned at once | RSS 2 s later | returned by then |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -158,6 +159,29 @@ def _footprint(summary, allocs) -> List[str]:
             return "?" if share is None else "%.0f %%" % (0.0 if abs(share) < 0.5 else share)
         lines.append("| %s | %.1f MB | %.1f MB | %.1f MB | %s | %.1f MB | %s |" % (
             a.name, s / 1024, p / 1024, f / 1024, back(f), i / 1024, back(i)))
+    return lines + [""] + _idle(summary, allocs)
+
+
+def _idle(summary, allocs) -> List[str]:
+    """bench/idle: RSS after the spike, after the free and 1.5 s later with no allocator call."""
+    names = [n for n in ("idle-small", "idle-small-bg1", "idle-small-mt", "idle-large", "idle-large-bg1",
+                         "idle-large-mt") if n in summary["benchmarks"]]
+    if not names:
+        return []
+    lines = ["### While idle (bench/idle: the spike freed, then 1.5 s with no allocator call)", "",
+             "RSS after the spike -> after the free -> 1.5 s later, and the share of the spike given back by then.", "",
+             "| allocator | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for a in allocs:
+        cells = []
+        for n in names:
+            res = summary["benchmarks"][n]["allocators"].get(a.name, {}).get("results", {})
+            if not {"rss_start_kb", "rss_peak_kb", "rss_after_free_kb", "rss_idle_kb"} <= res.keys():
+                cells.append("—")
+                continue
+            s, p, f, i = (float(res[k]) for k in ("rss_start_kb", "rss_peak_kb", "rss_after_free_kb", "rss_idle_kb"))
+            share = 100.0 * (p - i) / (p - s) if p > s else 0.0
+            cells.append("%.0f -> %.0f -> %.0f MB (%.0f %%)" % (p / 1024, f / 1024, i / 1024, max(share, 0.0)))
+        lines.append("| %s | %s |" % (a.name, " | ".join(cells)))
     return lines + [""]
 
 
