@@ -12,6 +12,7 @@
  *     heap of its own; unshare then fails with EINVAL) with =1; never with =0;
  *   - fork: parent and child (once it has a thread of its own) keep giving memory back, and forks
  *     made while the thread purges leave every block intact;
+ *   - exec with the thread running: the new program starts without it;
  *   - exit with work pending, 100 short runs (PYALLOC_PURGE_DELAY_MS=5, exit 0..24 ms after the
  *     frees, the thread asleep, in madvise or in malloc_trim): status 0, no hang, a whole report;
  *   - signals sent to the process never run on the thread;
@@ -332,6 +333,32 @@ static int child_fork_busy(void)
     return 0;
 }
 
+/* exec with the thread running and pages waiting: the new program starts without it (and, being
+ * single-threaded, keeps one thread: the "threads 0" case). */
+static int child_exec(void)
+{
+    start_idle_thread();
+    size_t n = stress_scaled(100000);
+    void **b = map_array(n);
+    for (size_t i = 0; i < n; i++)
+        b[i] = T_MALLOC(16 + i % 481);
+    for (size_t i = 0; i < n; i++)
+        T_FREE(b[i]);
+    pid_t bg = 0;
+    for (int i = 0; i < 100 && !bg; i++) { /* it names itself as it starts */
+        count_tasks(&bg);
+        if (!bg)
+            sleep_ms(10);
+    }
+    if (!bg) {
+        printf("no pyalloc-bg before exec\n");
+        return 1;
+    }
+    fflush(stdout);
+    execl(self_exe, self_exe, "child", "threads", "0", (char *)NULL);
+    return 127;
+}
+
 /* Pages and glibc memory are waiting when the process exits, after a few ms (the thread may be in
  * madvise or malloc_trim). */
 static int child_exit(int ms)
@@ -492,6 +519,8 @@ static int child_main(int argc, char **argv)
         return child_fork_busy();
     if (strcmp(c, "exit") == 0)
         return child_exit(a);
+    if (strcmp(c, "exec") == 0)
+        return child_exec();
     if (strcmp(c, "signals") == 0)
         return child_signals();
     if (strcmp(c, "no-thread") == 0)
@@ -641,6 +670,13 @@ static void test_exit_with_work_pending(void **state)
     unlink(file);
 }
 
+static void test_exec_starts_without_it(void **state)
+{
+    (void)state;
+    assert_int_equal(run_case(out, sizeof out, ENV("PYALLOC_BACKGROUND"), ARGS("exec")), 0);
+    assert_non_null(strstr(out, "threads 1, pyalloc-bg absent"));
+}
+
 static void test_signals_not_on_the_thread(void **state)
 {
     (void)state;
@@ -655,14 +691,14 @@ static void test_pthread_create_refused(void **state)
 
 int main(int argc, char **argv)
 {
-    if (argc > 2 && strcmp(argv[1], "child") == 0)
-        return child_main(argc, argv);
     static char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n <= 0)
         return 1;
     exe[n] = 0;
     self_exe = exe;
+    if (argc > 2 && strcmp(argv[1], "child") == 0)
+        return child_main(argc, argv);
     /* PA_BG_CASES=rss runs the cases that measure RSS (not under sanitizers, whose shadow memory
      * is what RSS would measure); otherwise the others. */
     const char *which = getenv("PA_BG_CASES");
@@ -677,6 +713,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_single_threaded_stays_single),
         cmocka_unit_test(test_fork_while_purging),
         cmocka_unit_test(test_exit_with_work_pending),
+        cmocka_unit_test(test_exec_starts_without_it),
         cmocka_unit_test(test_signals_not_on_the_thread),
         cmocka_unit_test(test_pthread_create_refused),
     };
