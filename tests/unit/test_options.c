@@ -258,7 +258,8 @@ static const bad_value bad_values[] = {
     /* good values, and the empty ones that mean unset: no line at all */
     {"PYALLOC_RESERVE_MB=1024", "", "PYALLOC_RESERVE_MB=1024"},
     {"PYALLOC_PURGE_DELAY_MS=0", "", "PYALLOC_PURGE_DELAY_MS=0"},
-    {"PYALLOC_BACKGROUND=1", "", "PYALLOC_BACKGROUND=1"},
+    {"PYALLOC_BACKGROUND=auto", "", "PYALLOC_BACKGROUND=auto"}, /* (1 would start a thread in the
+                                                                    fork child: TSan cannot) */
     {"PYALLOC_BACKGROUND=0", "", "PYALLOC_BACKGROUND=0"},
     {"PYALLOC_GLIBC_TRIM_KB=0", "", "PYALLOC_GLIBC_TRIM_KB=0"},
     {"PYALLOC_DIRTY_KB=0032768", "", "PYALLOC_DIRTY_KB=32768"},
