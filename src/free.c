@@ -44,34 +44,33 @@ static bool free_is_listed(const pa_page *pg, const pa_block *b) {
            pa_block_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b);
 }
 
+/* After a free by the page's owner: the page was FULL (its biased count ran out) or is empty. Always
+ * inlined into the functions free() jumps to, so that PA_CALLER is free()'s caller; it is read only
+ * when a background thread waits to be started. */
+static inline __attribute__((always_inline)) void free_local_done(pa_heap *h, pa_page *pg) {
+    if (pg->where == PA_W_FULL) pa_page_unfull(h, pg);
+    if (pg->used == 0) {
+        pa_page_emptied(h, pg);
+        pa_pool_tick(); /* a page emptied: pool pages that waited out the delay can go now */
+        /* it may have gone to the pool: work for the background thread */
+        if (pa_unlikely(pa_load_relaxed(&pa_bg_want))) pa_bg_start(PA_CALLER());
+    }
+}
+
 /* A free by the page's owner that failed a fast check: an interior pointer, or a first word that
  * looks like a free link. The owner can confirm against its own lists; a false alarm is freed
  * normally. */
-static void free_local_done(pa_heap *h, pa_page *pg, const void *caller);
-
-static void free_local_check(pa_heap *h, pa_page *pg, pa_block *b, const void *caller) {
+void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
     if (!pa_block_is_start(pg, (uintptr_t)b & PA_PAGE_MASK)) pa_free_invalid("free", b);
     if (pa_block_looks_free(pg, b) && free_is_listed(pg, b))
         pa_fatal("free(): double free detected", b);
     pa_block_push(pg, b);
     pa_stat_free(h, pg->cls);
     pg->used--;
-    free_local_done(h, pg, caller);
+    free_local_done(h, pg);
 }
 
-void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) { free_local_check(h, pg, b, PA_CALLER()); }
-
-/* After a free by the page's owner: the page was FULL (its biased count ran out) or is empty. */
-static void free_local_done(pa_heap *h, pa_page *pg, const void *caller) {
-    if (pg->where == PA_W_FULL) pa_page_unfull(h, pg);
-    if (pg->used == 0) {
-        pa_page_emptied(h, pg);
-        pa_pool_tick(); /* a page emptied: pool pages that waited out the delay can go now */
-        pa_bg_poll(caller); /* it may have gone to the pool: work for the background thread */
-    }
-}
-
-void pa_free_local_slow(pa_heap *h, pa_page *pg) { free_local_done(h, pg, PA_CALLER()); }
+void pa_free_local_slow(pa_heap *h, pa_page *pg) { free_local_done(h, pg); }
 
 /* ---- frees into pages this thread does not own ---- */
 
@@ -79,9 +78,9 @@ static void free_abandoned(pa_page *pg, pa_block *b);
 static void free_remote(pa_page *pg, pa_block *b);
 
 void pa_free_remote(pa_page *pg, pa_block *b) {
-    const void *caller = PA_CALLER();
     free_remote(pg, b);
-    pa_bg_poll(caller); /* the last free into an abandoned page gives it to the pool */
+    /* the last free into an abandoned page gives it to the pool: work for the background thread */
+    if (pa_unlikely(pa_load_relaxed(&pa_bg_want))) pa_bg_start(PA_CALLER());
 }
 
 static void free_remote(pa_page *pg, pa_block *b) {
