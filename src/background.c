@@ -4,8 +4,9 @@
  * expires or work appears, gives expired pages back one purge batch per hold of the pool lock, and
  * calls glibc's own malloc_trim once the program has freed nothing into glibc's heap for the purge
  * delay. Exports pa_bg_init, pa_bg_start, pa_bg_pool_work, pa_bg_request (for the mesh pass), the
- * fork hooks, pa_bg_counters, and pa_sys_tab: the table through which glibc's free and realloc are
- * reached, which the thread points at its hooks while it waits for glibc to go quiet.
+ * fork hooks, pa_bg_counters, pa_sys_tab (the table through which glibc's free and realloc are
+ * reached, which the thread points at its hooks while it waits for glibc to go quiet), and
+ * dl_iterate_phdr, in front of libc's, to know when a thread runs inside it.
  *
  * When it starts. Only once work exists (a page went to the pool, glibc was given a block back,
  * or a pass was requested): a program that never frees never gets the thread. PYALLOC_BACKGROUND
@@ -21,7 +22,8 @@
  * Hence a free's slow path reads the address free() returns to (PA_CALLER), and the thread is started
  * from a free only when that is neither in libc nor in ld.so (_dl_find_object, lock-free); glibc
  * never calls malloc with the stack-cache lock held, so the malloc slow path, a new thread's first
- * allocation and a thread's exit hook are safe places too. If pthread_create fails (EAGAIN,
+ * allocation and a thread's exit hook are safe places too, except inside a dl_iterate_phdr callback
+ * (the loader's innermost lock is held there). If pthread_create fails (EAGAIN,
  * seccomp) the program goes on as without the thread, and it is not tried again.
  *
  * glibc's heap. Its frees are invisible to pyalloc, and mallinfo2 and malloc_trim walk every free
@@ -167,8 +169,8 @@ static void *sys_realloc_hook(void *p, size_t n) {
     return PA_SYS_REALLOC(p, n);
 }
 
-/* glibc's own malloc_trim (ours hides it by name) and mallinfo2, looked up in libc itself by the
- * thread that starts the helper: dlsym may allocate, the helper must not. */
+/* glibc's own malloc_trim (ours hides it by name) and mallinfo2, looked up in libc itself from the
+ * constructor: dlopen takes the loader's locks, and dlsym may allocate, which the helper must not. */
 static void sys_resolve(void) {
 #if SYS_WATCH
     if (sys_trim_fn) return;
@@ -359,6 +361,39 @@ bool pa_bg_caller_is_program(const void *caller) {
 }
 #endif
 
+/* dl_iterate_phdr runs its callback holding the loader's innermost lock (dl_load_write_lock), and
+ * pthread_create takes dl_load_tls_lock, which a dlopen in another thread holds while it waits for
+ * the first: a thread started from a malloc or free made by the callback deadlocks (the deepbind
+ * test's threads did, in 2 of 40 runs). The callback runs with its thread marked, and no thread is
+ * started from it. pyalloc's own dl_iterate_phdr, in front of libc's (as dlopen is, deepbind.c). */
+#if !defined(__SANITIZE_THREAD__) && !defined(__SANITIZE_ADDRESS__) /* (theirs is in the program) */
+typedef int (*iterate_cb)(struct dl_phdr_info *, size_t, void *);
+typedef int (*iterate_fn)(iterate_cb, void *);
+static _Atomic(iterate_fn) bg_real_iterate;
+static __thread unsigned bg_in_iterate __attribute__((tls_model("initial-exec")));
+
+static iterate_fn bg_iterate_next(void) {
+    iterate_fn f = atomic_load_explicit(&bg_real_iterate, memory_order_acquire);
+    if (!f) { /* before the constructor: an early library's own constructor */
+        f = (iterate_fn)dlsym(RTLD_NEXT, "dl_iterate_phdr");
+        atomic_store_explicit(&bg_real_iterate, f, memory_order_release);
+    }
+    return f;
+}
+
+PA_API int dl_iterate_phdr(iterate_cb callback, void *data) {
+    iterate_fn f = bg_iterate_next();
+    if (!f) return 0; /* no libc behind us: nothing is loaded that it could report */
+    bg_in_iterate++;
+    int r = f(callback, data);
+    bg_in_iterate--;
+    return r;
+}
+#else
+static unsigned bg_in_iterate;
+static void bg_iterate_next(void) {}
+#endif
+
 /* The process's threads, from /proc/self/stat (field 20), read without allocating; 0 if unknown. */
 static long bg_count_threads(void) {
     char buf[1024];
@@ -388,7 +423,6 @@ static bool bg_multithreaded(void) {
 }
 
 static bool bg_spawn(void) {
-    sys_resolve();
     pthread_attr_t attr;
     if (pthread_attr_init(&attr) != 0) return false;
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -410,7 +444,8 @@ void pa_bg_start(const void *caller) {
         if (st != ST_STARTING) atomic_store(&pa_bg_want, 0); /* running, off or failed: nothing to do */
         return;
     }
-    if (caller != PA_BG_SAFE && !pa_bg_caller_is_program(caller)) return; /* later, from a safe place */
+    if (bg_in_iterate) return;                                            /* later, from a safe place */
+    if (caller != PA_BG_SAFE && !pa_bg_caller_is_program(caller)) return; /* ... likewise */
     if (pa_opt.background == PA_BG_AUTO && !bg_multithreaded()) return;
     if (!atomic_compare_exchange_strong(&bg_state, &st, ST_STARTING)) return;
     atomic_store(&pa_bg_want, 0);
@@ -422,9 +457,11 @@ void pa_bg_start(const void *caller) {
 }
 
 void pa_bg_init(void) {
+    (void)bg_iterate_next();
     if (pa_opt.background == PA_BG_OFF) return;
     int off = ST_OFF;
-    bg_find_maps();
+    bg_find_maps(); /* the loader's calls here and below: in the constructor, where no lock is held */
+    sys_resolve();
     if (!atomic_compare_exchange_strong(&bg_state, &off, ST_NONE)) return;
     if (pa_pool_dirty_pages()) atomic_store(&pa_bg_want, 1); /* frees from before the constructor */
     if (SYS_WATCH && pa_opt.glibc_trim) sys_hooks_set(true); /* the first glibc free is work too */
