@@ -14,7 +14,7 @@
  *     made while the thread purges leave every block intact;
  *   - exec with the thread running: the new program starts without it;
  *   - no thread is started from inside a dl_iterate_phdr callback, which holds the loader's lock;
- *   - exit with work pending, 100 short runs (PYALLOC_PURGE_DELAY_MS=5, exit 0..24 ms after the
+ *   - exit with work pending, 50 short runs (PYALLOC_PURGE_DELAY_MS=5, exit 0..24 ms after the
  *     frees, the thread asleep, in madvise or in malloc_trim): status 0, no hang, a whole report;
  *   - signals sent to the process never run on the thread;
  *   - pthread_create failing (a seccomp filter refuses CLONE_THREAD): the program works as without
@@ -134,8 +134,8 @@ static void shuffle(void **a, size_t n, uint64_t *rng)
 }
 
 /* n small blocks of 16..496 B, written, then freed scrambled; RSS before, at the peak, after the
- * free and IDLE_MS later, with no allocator call in between. */
-static void small_wave(size_t n, uint64_t seed, size_t rss[4])
+ * free and idle_ms later, with no allocator call in between. */
+static void small_wave(size_t n, uint64_t seed, size_t rss[4], long idle_ms)
 {
     void **b = map_array(n);
     uint64_t rng = seed;
@@ -152,7 +152,7 @@ static void small_wave(size_t n, uint64_t seed, size_t rss[4])
     for (size_t i = 0; i < n; i++)
         T_FREE(b[i]);
     rss[2] = t_rss_bytes();
-    sleep_ms(IDLE_MS);
+    sleep_ms(idle_ms);
     rss[3] = t_rss_bytes();
     munmap(b, n * sizeof(void *));
 }
@@ -186,7 +186,7 @@ static int child_idle_small(int threads)
     if (threads)
         start_idle_thread();
     size_t rss[4];
-    small_wave(stress_scaled(2000000), 42, rss);
+    small_wave(stress_scaled(2000000), 42, rss, IDLE_MS);
     struct pa_stats s = stats_now();
     printf("background thread: state %llu, %llu pages given back by it\n", s.bg_state, s.bg_pages_given_back);
     return report_back(threads ? "small blocks, 2 threads" : "small blocks, 1 thread", rss, 0.90);
@@ -240,7 +240,7 @@ static int child_idle_glibc(int threads, int trim)
 static int child_threads(int expect_bg)
 {
     size_t rss[4];
-    small_wave(stress_scaled(100000), 3, rss);
+    small_wave(stress_scaled(100000), 3, rss, 300); /* time for a thread to start, were it to */
     for (int i = 0; i < 1000; i++)
         T_FREE(T_MALLOC(4096));
     pid_t bg;
@@ -266,7 +266,7 @@ static int child_fork(void)
 {
     start_idle_thread();
     size_t rss[4];
-    small_wave(stress_scaled(500000), 11, rss);
+    small_wave(stress_scaled(500000), 11, rss, IDLE_MS);
     if (report_back("parent before fork", rss, 0.90))
         return 1;
     fflush(stdout);
@@ -281,14 +281,14 @@ static int child_fork(void)
             _exit(1);
         }
         start_idle_thread();
-        small_wave(stress_scaled(500000), 12, rss);
+        small_wave(stress_scaled(500000), 12, rss, IDLE_MS);
         count_tasks(&bg);
         printf("child: pyalloc-bg %s\n", bg ? "present" : "absent");
         int bad = report_back("child", rss, 0.90) || !bg;
         fflush(stdout);
         _exit(bad);
     }
-    small_wave(stress_scaled(500000), 13, rss);
+    small_wave(stress_scaled(500000), 13, rss, IDLE_MS);
     int st;
     if (waitpid(pid, &st, 0) != pid)
         return 1;
@@ -302,7 +302,7 @@ static int child_fork_busy(void)
     start_idle_thread();
     size_t n = stress_scaled(200000), live = n / 8;
     void **b = map_array(n);
-    for (int round = 0; round < 4; round++) {
+    for (int round = 0; round < 3; round++) {
         for (size_t i = 0; i < n; i++) {
             size_t size = 16 + (i * 7 + (size_t)round) % 481;
             b[i] = T_MALLOC(size);
@@ -438,7 +438,7 @@ static int child_signals(void)
     sa.sa_handler = on_signal;
     sigaction(SIGUSR1, &sa, NULL);
     size_t rss[4];
-    small_wave(stress_scaled(200000), 5, rss);
+    small_wave(stress_scaled(200000), 5, rss, 300);
     pid_t bg;
     count_tasks(&bg);
     if (!bg) {
@@ -688,7 +688,7 @@ static void test_fork_while_purging(void **state)
     assert_int_equal(run_case(out, sizeof out, ENV("PYALLOC_BACKGROUND"), ARGS("fork-busy")), 0);
 }
 
-/* 100 short runs that exit with pages and glibc memory waiting, at 0..24 ms after the free with a
+/* 50 short runs that exit with pages and glibc memory waiting, at 0..24 ms after the free with a
  * delay of 5 ms (the thread may be asleep, in madvise or in malloc_trim): clean exit, whole report. */
 static void test_exit_with_work_pending(void **state)
 {
@@ -697,7 +697,7 @@ static void test_exit_with_work_pending(void **state)
     snprintf(file, sizeof file, "/tmp/pa-bg-exit-%d.json", (int)getpid());
     char fileenv[96];
     snprintf(fileenv, sizeof fileenv, "PYALLOC_STATS_FILE=%s", file);
-    int runs = (int)stress_scaled(100);
+    int runs = (int)stress_scaled(50);
     for (int i = 0; i < runs; i++) {
         snprintf(ms, sizeof ms, "%d", (i * 7) % 25);
         const char *const env[] = {"PYALLOC_BACKGROUND=1", "PYALLOC_PURGE_DELAY_MS=5", "PYALLOC_STATS=json",
