@@ -24,6 +24,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # pyalloc_common, shared with the pyalloc command
 sys.dont_write_bytecode = True  # no __pycache__ left in the source tree
 
 from runner import allocators, benchmarks, callgrind, chart, report  # noqa: E402

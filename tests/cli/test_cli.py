@@ -233,6 +233,26 @@ class Basic(Case):
         r = self.status(run([sys.executable, os.path.join(lonely, "pyalloc"), "run", "--", "true"]), 125)
         self.assertIn("neither installed nor in a pyalloc source tree", r.stderr)
 
+    def test_common_module(self):
+        """tools/pyalloc_common.py, shared by the command and the benchmark runner."""
+        sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+        sys.path.insert(0, os.path.join(A.source, "tools"))
+        try:
+            import pyalloc_common as c
+        finally:
+            sys.path.pop(0)
+        self.assertEqual(c.parse_kv("checksum=00ff wall_s=1.5\nnote: a=b=c -x=1 =2 k= plain"),
+                         {"checksum": "00ff", "wall_s": "1.5", "a": "b=c", "k": ""})
+        self.assertEqual(c.quote("it's"), "'it''s'")
+        d = work("common")
+        if c.gnuplot():
+            self.assertIsNone(c.draw("plot x\n", ["a.svg"], d))
+            with open(os.path.join(d, "a.svg")) as f:
+                self.assertIn("<svg", f.read())
+            why = c.draw("plot no_such_function(x)\n", ["b.png"], d)
+            self.assertIn("no_such_function", why)
+            self.assertFalse(os.path.exists(os.path.join(d, "b.png")), "an empty picture was left behind")
+
     def test_gnuplot_missing(self):
         """--plot without gnuplot fails before CMD runs and names the Debian package."""
         empty = work("nogp")
@@ -638,6 +658,13 @@ class Install(Case):
         lib = self.ok(pa("lib", cmd=exe)).stdout.strip()
         self.assertTrue(lib.startswith(moved + os.sep), lib)
         self.assertEqual(usable(self.ok(pa("run", "--", A.prog, "usable", cmd=exe))), (32, 16))
+        # it draws with the helper module installed beside its data (share/pyalloc/tools), and leaves
+        # no byte code there
+        if lib_has_stats() and shutil.which("gnuplot"):
+            svg = os.path.join(d, "installed.svg")
+            self.ok(pa("stats", "--plot", svg, "-o", os.devnull, "--", A.prog, "alloc", "100", "200", cmd=exe))
+            with open(svg) as f:
+                self.assertIn("blocks allocated per size class", f.read())
         # the installed benchmark runner and programs
         bench = os.path.join(moved, "share", "pyalloc", "bench", "run.py")
         if os.path.isfile(bench):
@@ -647,6 +674,7 @@ class Install(Case):
             self.assertIn("quick: 2 runs, 2 ok, 0 failed", r.stdout)
             self.assertIn("malloc served by %s" % lib, r.stderr)
             self.assertFalse(os.path.exists(os.path.join(moved, "share", "pyalloc", "bench", "results")))
+            self.assertEqual([p for p, _, _ in os.walk(os.path.join(moved, "share")) if "__pycache__" in p], [])
         else:
             r = self.status(pa("bench", "--list", cmd=exe), 125)
             self.assertIn("not installed", r.stderr)
