@@ -675,6 +675,15 @@ class Install(Case):
             self.assertIn("malloc served by %s" % lib, r.stderr)
             self.assertFalse(os.path.exists(os.path.join(moved, "share", "pyalloc", "bench", "results")))
             self.assertEqual([p for p, _, _ in os.walk(os.path.join(moved, "share")) if "__pycache__" in p], [])
+            # its --help shows the defaults of the installed command, not the source tree's
+            r = self.ok(pa("bench", "--help", cmd=exe, cwd=d, env=clean_env(COLUMNS="500")))
+            self.assertIn("usage: pyalloc bench", r.stdout)
+            self.assertIn("(default %s)" % lib, r.stdout)
+            self.assertIn("(default %s)" % os.path.join(moved, "libexec", "pyalloc", "bench"), r.stdout)
+            self.assertIn("(default %s)" % os.path.join(os.path.realpath(d), "pyalloc-bench-<date-time>"), r.stdout)
+            text = r.stdout.replace(os.path.realpath(d), "D").replace(d, "D")  # d lies in a build tree
+            for wrong in ("build/release", "build/bench", "bench/results", "  bench/run.py "):
+                self.assertNotIn(wrong, text)
         else:
             r = self.status(pa("bench", "--list", cmd=exe), 125)
             self.assertIn("not installed", r.stderr)
