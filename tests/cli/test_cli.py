@@ -40,7 +40,7 @@ TIMEOUT = 120
 def clean_env(**extra):
     """The environment without anything that would choose an allocator or its options."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("PYALLOC_") and k not in ("LD_PRELOAD", "LD_LIBRARY_PATH")}
+           if not k.startswith("PYALLOC_") and k not in ("LD_PRELOAD", "LD_LIBRARY_PATH", "PYTHONMALLOC")}
     env.update({k: v for k, v in extra.items() if v is not None})
     return env
 
@@ -298,6 +298,20 @@ class Run(Case):
         r = self.ok(run([sys.executable, A.source_command, "run", "--lib", A.lib, "--align", "8", "--", A.prog, "usable"]))
         self.assertEqual(usable(r), (24, 8))
 
+    def test_pythonmalloc(self):
+        """run and stats set PYTHONMALLOC=malloc for CMD, unless PYTHONMALLOC is set or --pymalloc given."""
+        for sub in (["run"], ["stats", "-o", os.devnull]):
+            r = self.ok(pa(*sub, "--", A.prog, "env", "PYTHONMALLOC"))
+            self.assertEqual(r.stdout, "PYTHONMALLOC=malloc\n", sub)
+            r = self.ok(pa(*sub, "--pymalloc", "--", A.prog, "env", "PYTHONMALLOC"))
+            self.assertEqual(r.stdout, "PYTHONMALLOC=(unset)\n", sub)
+            for user in ("pymalloc_debug", ""):
+                for opt in ([], ["--pymalloc"]):
+                    r = self.ok(pa(*sub, *opt, "--", A.prog, "env", "PYTHONMALLOC", env=clean_env(PYTHONMALLOC=user)))
+                    self.assertEqual(r.stdout, "PYTHONMALLOC=%s\n" % user, (sub, opt, user))
+        self.assertIn("--pymalloc", self.ok(pa("run", "--help")).stdout)
+        self.assertIn("PYTHONMALLOC=malloc", self.ok(pa("stats", "--help")).stdout)
+
     def test_every_documented_variable_has_an_option(self):
         """docs/options.md's variables each have a `run` option that sets it for CMD."""
         docs = documented_variables()
@@ -429,11 +443,12 @@ def default_sizes():
 
 
 class Stats(Case):
-    def stats(self, *args, extra=(), env=None, status=0):
+    def stats(self, *args, extra=(), env=None, status=0, prog=None):
         out = os.path.join(A.work, "stats-out")
         if os.path.exists(out):
             os.unlink(out)
-        r = self.status(pa("stats", "-o", out, *extra, "--", A.prog, *args, env=env), status, " ".join(args))
+        r = self.status(pa("stats", "-o", out, *extra, "--", *(prog or [A.prog]), *args, env=env), status,
+                        " ".join(args))
         with open(out) as f:
             return r, f.read()
 
@@ -548,6 +563,21 @@ class Stats(Case):
         for size, cl in self.by_size(doc).items():
             if cl["allocs"] >= 500:
                 self.assertIn(size, rows)
+
+    def test_python_objects_are_counted(self):
+        """A Python script that builds 200,000 dict entries (a str key and a list each): hundreds of
+        thousands of small blocks, because stats sets PYTHONMALLOC=malloc; with --pymalloc, or a
+        PYTHONMALLOC of the user's, CPython's pymalloc serves them and pyalloc sees a few hundred."""
+        script = os.path.join(work("python"), "dicts.py")
+        with open(script, "w") as f:
+            f.write("d = {}\nfor i in range(200000):\n    d['k%d' % i] = [i]\nprint(len(d))\n")
+        py = [sys.executable, script]
+        r, doc = self.json(prog=py)
+        self.assertEqual(r.stdout, "200000\n")
+        self.assertGreaterEqual(doc["total"]["allocs"], 400000)
+        for extra, env in ((("--pymalloc",), None), ((), clean_env(PYTHONMALLOC="pymalloc"))):
+            _, doc = self.json(prog=py, extra=extra, env=env)
+            self.assertLess(doc["total"]["allocs"], 20000, (extra, env and env["PYTHONMALLOC"]))
 
     def test_report_on_stderr_by_default(self):
         r = self.ok(pa("stats", "--", A.prog, "alloc", "100", "200"))
@@ -734,7 +764,8 @@ class Man(Case):
         for sub in ("run", "stats", "bench", "lib", "help"):
             self.assertRegex(commands, r"(?m)^\.B.*\b%s\b" % sub, sub)
         options = self.section("OPTIONS") + commands
-        opts = ["--lib", "--stats", "--stats-file", "--json", "--plot", "--output", "--all", "--help", "--version"]
+        opts = ["--lib", "--stats", "--stats-file", "--json", "--plot", "--output", "--all", "--help", "--version",
+                "--pymalloc"]
         opts += [option_of(n) for n in documented_variables()]
         for opt in opts:
             self.assertIn(opt.replace("-", r"\-"), options, opt)
@@ -756,7 +787,7 @@ class Man(Case):
             names |= set(re.findall(r"`(PYALLOC_[A-Z0-9_]+)", f.read()))
         with open(A.source_command) as f:
             names |= set(re.findall(r'"(PYALLOC_[A-Z0-9_]+)"', f.read()))
-        names = {n.rstrip("_") for n in names}
+        names = {n.rstrip("_") for n in names} | {"PYTHONMALLOC"}  # the command sets it
         self.assertTrue({"PYALLOC_ALIGN", "PYALLOC_LIB"} <= names, names)
         missing = sorted(n for n in names if not re.search(r"^\.B %s$|^\.BR? %s\b" % (n, n), env, re.M))
         self.assertEqual(missing, [], "variables missing from ENVIRONMENT in docs/pyalloc.1")
