@@ -67,7 +67,7 @@ typedef struct pa_options {
     size_t dirty_min;      /* empty pages the pool may keep resident however long they wait */
     unsigned dirty_ratio;  /* ... or live pages / dirty_ratio, whichever is larger */
     uint32_t purge_delay;  /* ms an empty page stays resident before its memory goes back */
-    int stats;             /* PYALLOC_STATS: 0 no report, 1 text, 2 json, at exit */
+    int stats;             /* PYALLOC_STATS: 0 no report, 1 text, 2 json, 3 both, at exit */
     char stats_file[1024]; /* PYALLOC_STATS_FILE, copied at start-up; "" = stderr */
 } pa_options;
 extern pa_options pa_opt;

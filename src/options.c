@@ -104,7 +104,9 @@ void pa_options_read(void) {
     if (st && *st) {
         if (strcmp(st, "json") == 0) pa_opt.stats = 2;
         else if (strcmp(st, "1") == 0 || strcmp(st, "text") == 0) pa_opt.stats = 1;
-        else if (strcmp(st, "0") != 0) options_warn("PYALLOC_STATS", st, "is not 1, text, json or 0", "no report");
+        else if (strcmp(st, "text,json") == 0 || strcmp(st, "json,text") == 0) pa_opt.stats = 3;
+        else if (strcmp(st, "0") != 0)
+            options_warn("PYALLOC_STATS", st, "is not 1, text, json, text,json or 0", "no report");
     }
     const char *file = pa_getenv("PYALLOC_STATS_FILE");
     if (file && *file) {

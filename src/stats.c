@@ -3,14 +3,17 @@
  * are bumped by that thread alone (malloc: one add by request size; free: one add by class, in the
  * freeing thread's heap, remote frees too), so the fast paths take no lock and share no cache line,
  * and in use = allocs - frees is exact at any instant. Reading sums every heap in the registry and
- * walks the descriptors for the pages held. Nothing here allocates: the report is formatted into a buffer on the stack
- * and written with write(2). Exports pa_stats_get, pa_stats_print, pa_stat_page, the shared
- * counters of threads without a heap (pa_orphan_*) and the PYALLOC_STATS report at exit. */
+ * walks the descriptors for the pages held. Nothing here allocates: the report is formatted into a
+ * buffer on the stack and written with write(2). Exports pa_stats_get, pa_stats_print,
+ * pa_stat_page, the shared counters of threads without a heap (pa_orphan_*) and the PYALLOC_STATS
+ * report at exit (with the start-up work it needs: a copy of stderr, a record per process in a %p
+ * report file). */
 #include "internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "pyalloc.h"
@@ -165,20 +168,79 @@ static void w_flush(writer *w) {
     w->n = 0;
 }
 
-static void w_str(writer *w, const char *s) {
-    for (; *s; s++) {
+static void w_mem(writer *w, const char *s, size_t len) {
+    for (size_t i = 0; i < len; i++) {
         if (w->n == sizeof w->buf) w_flush(w);
-        w->buf[w->n++] = *s;
+        w->buf[w->n++] = s[i];
     }
 }
 
-/* v right-aligned in width columns (0: as is). */
+static void w_str(writer *w, const char *s) { w_mem(w, s, strlen(s)); }
+
+/* s (len bytes) right-aligned in width columns (0: as is). */
+static void w_right(writer *w, const char *s, size_t len, size_t width) {
+    for (; width > len; width--) w_mem(w, " ", 1);
+    w_mem(w, s, len);
+}
+
 static void w_num(writer *w, uint64_t v, size_t width) {
     char d[24];
-    size_t len = pa_fmt_u64(d, v);
-    d[len] = 0;
-    for (; width > len; width--) w_str(w, " ");
-    w_str(w, d);
+    w_right(w, d, pa_fmt_u64(d, v), width);
+}
+
+/* A byte count in the text report's units: "N B" below 1 KiB, else KiB, MiB, GiB or TiB with one
+ * decimal, in the smallest unit that keeps the rounded value under 1024 (integer arithmetic). */
+static size_t fmt_size(char *d, uint64_t v) {
+    static const char units[][4] = {"KiB", "MiB", "GiB", "TiB"};
+    size_t n;
+    if (v < 1024) {
+        n = pa_fmt_u64(d, v);
+        memcpy(d + n, " B", 2);
+        return n + 2;
+    }
+    unsigned u = 0;
+    uint64_t whole, tenths;
+    for (;; u++) {
+        unsigned shift = 10 * (u + 1);
+        uint64_t unit = (uint64_t)1 << shift;
+        whole = v >> shift;
+        tenths = ((v & (unit - 1)) * 10 + unit / 2) >> shift;
+        if (tenths == 10) {
+            whole++;
+            tenths = 0;
+        }
+        if (whole < 1024 || u == 3) break;
+    }
+    n = pa_fmt_u64(d, whole);
+    d[n++] = '.';
+    d[n++] = (char)('0' + tenths);
+    d[n++] = ' ';
+    memcpy(d + n, units[u], 3);
+    return n + 3;
+}
+
+static void w_size(writer *w, uint64_t v, size_t width) {
+    char d[40];
+    w_right(w, d, fmt_size(d, v), width);
+}
+
+/* s as a JSON string: quotes, backslashes and control characters escaped. */
+static void w_json_str(writer *w, const char *s) {
+    static const char hex[] = "0123456789abcdef";
+    w_str(w, "\"");
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            w_mem(w, e, 2);
+        } else if (c < 0x20) {
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            w_mem(w, e, 6);
+        } else {
+            w_mem(w, (const char *)&c, 1);
+        }
+    }
+    w_str(w, "\"");
 }
 
 /* "name": v, */
@@ -188,6 +250,23 @@ static void w_field(writer *w, const char *name, uint64_t v, int last) {
     w_str(w, "\": ");
     w_num(w, v, 0);
     if (!last) w_str(w, ", ");
+}
+
+/* The program this process runs (/proc/self/exe), into buf; "" where /proc is not mounted. */
+static const char *exe_path(char *buf, size_t cap) {
+    ssize_t n = readlink("/proc/self/exe", buf, cap - 1);
+    buf[n > 0 ? n : 0] = 0;
+    return buf;
+}
+
+/* {"pyalloc": "0.1.0", "pid": N, "exe": "...", */
+static void json_head(writer *w) {
+    char exe[512];
+    w_str(w, "{\"pyalloc\": \"" PA_VERSION_STRING "\", ");
+    w_field(w, "pid", (uint64_t)getpid(), 0);
+    w_str(w, "\"exe\": ");
+    w_json_str(w, exe_path(exe, sizeof exe));
+    w_str(w, ", ");
 }
 
 static void w_class_fields(writer *w, const struct pa_class_stats *s, int with_size) {
@@ -203,8 +282,7 @@ static void w_class_fields(writer *w, const struct pa_class_stats *s, int with_s
 }
 
 static void report_json(writer *w, const struct pa_stats *st) {
-    w_str(w, "{\"pyalloc\": \"" PA_VERSION_STRING "\", ");
-    w_field(w, "pid", (uint64_t)getpid(), 0);
+    json_head(w);
     w_field(w, "alignment", (uint64_t)st->alignment, 0);
     w_field(w, "page_size", (uint64_t)st->page_size, 0);
     w_str(w, "\"counters\": ");
@@ -239,78 +317,168 @@ static void report_json(writer *w, const struct pa_stats *st) {
     w_str(w, "}\n");
 }
 
+/* The table's columns after "class": heading and width. Counts are exact; sizes in human units. */
+static const struct {
+    const char *head;
+    unsigned width;
+} text_cols[] = {{"allocs", 12}, {"frees", 12},     {"in use", 10}, {"peak <=", 10},
+                 {"peak pages", 12}, {"pages", 8}, {"held", 12},   {"wasted", 12}};
+
 static void text_row(writer *w, const char *label, const struct pa_class_stats *s) {
-    w_str(w, label);
-    w_num(w, s->allocs, 13);
-    w_num(w, s->frees, 13);
-    w_num(w, s->in_use, 11);
-    w_num(w, s->peak_in_use, 11);
-    w_num(w, s->peak_pages, 6);
-    w_num(w, s->pages, 8);
-    w_num(w, (s->bytes_held + 1023) >> 10, 11);
-    w_num(w, (s->wasted + 1023) >> 10, 11);
+    if (label) w_right(w, label, strlen(label), 5);
+    else w_num(w, s->size, 5);
+    uint64_t counts[] = {s->allocs, s->frees, s->in_use, s->peak_in_use, s->peak_pages, s->pages};
+    unsigned c = 0;
+    for (; c < sizeof counts / sizeof counts[0]; c++) w_num(w, counts[c], text_cols[c].width);
+    w_size(w, s->bytes_held, text_cols[c++].width);
+    w_size(w, s->wasted, text_cols[c].width);
     w_str(w, "\n");
 }
 
+/* The one text layout: PYALLOC_STATS=1, pa_stats_print and `pyalloc stats` all print this. */
 static void report_text(writer *w, const struct pa_stats *st) {
-    w_str(w, "pyalloc " PA_VERSION_STRING " stats, pid ");
+    char exe[512];
+    w_str(w, "pyalloc " PA_VERSION_STRING " report: pid ");
     w_num(w, (uint64_t)getpid(), 0);
+    if (*exe_path(exe, sizeof exe)) {
+        w_str(w, " (");
+        w_str(w, exe);
+        w_str(w, ")");
+    }
     w_str(w, ", alignment ");
     w_num(w, (uint64_t)st->alignment, 0);
-    w_str(w, st->enabled ? "\n" : " (built without counters: pages only)\n");
-    w_str(w, "class       allocs        frees     in use   peak <=  peak pg   pages   held KiB wasted KiB\n");
+    w_str(w, ", pages of ");
+    w_size(w, st->page_size, 0);
+    w_str(w, "\n");
+    if (!st->enabled) w_str(w, "(built without counters: allocs, frees, wasted and passthrough are not counted)\n");
+    w_str(w, "class");
+    for (unsigned c = 0; c < sizeof text_cols / sizeof text_cols[0]; c++)
+        w_right(w, text_cols[c].head, strlen(text_cols[c].head), text_cols[c].width);
+    w_str(w, "\n");
+    unsigned shown = 0;
     for (unsigned i = 0; i < st->nclasses; i++) {
         const struct pa_class_stats *s = &st->classes[i];
-        if (!s->allocs && !s->pages) continue;
-        w_num(w, s->size, 5);
-        text_row(w, "", s);
+        if (!s->allocs && !s->pages && !s->peak_pages) continue;
+        text_row(w, NULL, s);
+        shown++;
     }
+    w_str(w, "-----");
+    for (unsigned c = 0; c < sizeof text_cols / sizeof text_cols[0]; c++) {
+        static const char dashes[] = "------------";
+        size_t len = strlen(text_cols[c].head);
+        w_right(w, dashes, len, text_cols[c].width);
+    }
+    w_str(w, "\n");
     text_row(w, "total", &st->total);
-    w_str(w, "in use: ");
-    w_num(w, st->in_use_bytes, 0);
-    w_str(w, " bytes in small blocks\npassthrough to the system allocator: ");
+    if (shown < st->nclasses) {
+        w_str(w, "(");
+        w_num(w, st->nclasses - shown, 0);
+        w_str(w, " of the ");
+        w_num(w, st->nclasses, 0);
+        w_str(w, " size classes were not used and are not shown)\n");
+    }
+    w_str(w, "\nin use:           ");
+    w_num(w, st->total.in_use, 0);
+    w_str(w, " blocks, ");
+    w_size(w, st->in_use_bytes, 0);
+    w_str(w, " (blocks x class size)\npassed to glibc:  ");
     w_num(w, st->passthrough_calls, 0);
     w_str(w, " calls, ");
-    w_num(w, st->passthrough_bytes, 0);
-    w_str(w, " bytes\narenas: ");
+    w_size(w, st->passthrough_bytes, 0);
+    w_str(w, " (requests over ");
+    w_num(w, PA_SMALL_MAX, 0);
+    w_str(w, " bytes or aligned beyond 16)\narenas:           ");
     w_num(w, st->arenas_committed, 0);
     w_str(w, " committed (");
-    w_num(w, st->bytes_committed >> 10, 0);
-    w_str(w, " KiB); ");
+    w_size(w, st->bytes_committed, 0);
+    w_str(w, "); ");
     w_num(w, st->pages_given_back, 0);
-    w_str(w, " pages given back (");
-    w_num(w, st->bytes_given_back >> 10, 0);
-    w_str(w, " KiB); ");
+    w_str(w, " pages given back to the OS (");
+    w_size(w, st->bytes_given_back, 0);
+    w_str(w, "); ");
     w_num(w, st->pages_dirty, 0);
-    w_str(w, " empty pages waiting; ");
+    w_str(w, " empty pages kept; ");
     w_num(w, st->pages_taken, 0);
-    w_str(w, " pages taken from the pool, ");
+    w_str(w, " taken from the pool, ");
     w_num(w, st->pages_returned, 0);
-    w_str(w, " returned\nheaps: ");
+    w_str(w, " returned\nheaps:            ");
     w_num(w, st->heaps_live, 0);
     w_str(w, " live, ");
     w_num(w, st->heaps_abandoned, 0);
     w_str(w, " abandoned, ");
     w_num(w, st->pages_adopted, 0);
-    w_str(w, " pages adopted; cross-thread frees: ");
+    w_str(w, " pages adopted; ");
     w_num(w, st->cross_thread_frees, 0);
-    w_str(w, "\n");
+    w_str(w, " cross-thread frees\n");
+}
+
+static int stats_write(int fd, int format, const struct pa_stats *st) {
+    writer w = {.fd = fd};
+    if (format == PA_STATS_JSON) report_json(&w, st);
+    else report_text(&w, st);
+    w_flush(&w);
+    return w.failed ? -1 : 0;
 }
 
 PA_API int pa_stats_print(int fd, int format) {
     struct pa_stats st;
     pa_stats_get(&st, sizeof st);
-    writer w = {.fd = fd};
-    if (format == PA_STATS_JSON) report_json(&w, &st);
-    else report_text(&w, &st);
-    w_flush(&w);
-    return w.failed ? -1 : 0;
+    return stats_write(fd, format, &st);
 }
 
-/* ---- PYALLOC_STATS: the report at exit ---- */
+/* ---- PYALLOC_STATS: the report at exit, and what tells of a process that left none ----
+ * The report goes to stderr or to PYALLOC_STATS_FILE (%p: the pid); with both formats asked for
+ * (text,json), to stderr one after the other, or to the file name with .txt and .json appended.
+ *
+ * Programs close their stderr before the library's destructor runs (cat, sort and ls do, in an
+ * atexit handler). So when a report is to go to stderr, a close-on-exec copy of it is taken at
+ * start-up, and at exit the report goes to the copy or to fd 2, whichever is still the file seen
+ * at start-up (its device and inode): never to another file that took the number. A forked child
+ * closes its copy: a daemon must not hold its parent's pipe open. No descriptor is taken, and none
+ * touched, unless a report was asked for.
+ *
+ * With a %p file name, each process writes a one-line record into its file(s) at start-up (and
+ * after fork) that the report replaces at exit: a file that still holds it tells of a process that
+ * ended with _exit(), was killed, or exec'd a program without pyalloc. */
 
-/* PYALLOC_STATS_FILE with each %p replaced by the pid, into buf; false if it does not fit. */
-static bool stats_path(char *buf, size_t cap, const char *pattern) {
+#define PA_STATS_COPY_FD 100 /* the copy's lowest number: above those shells and programs pick */
+
+static const struct {
+    int format;
+    const char *suffix; /* appended to the file name when both formats are written */
+} stats_formats[] = {{PA_STATS_TEXT, ".txt"}, {PA_STATS_JSON, ".json"}};
+
+static int err_copy = -1;
+static bool err_known;
+static dev_t err_dev;
+static ino_t err_ino;
+
+static bool stats_wants(int format) { return (pa_opt.stats & (format == PA_STATS_JSON ? 2 : 1)) != 0; }
+
+static bool is_stderr(int fd) {
+    struct stat st;
+    return fd >= 0 && err_known && fstat(fd, &st) == 0 && st.st_dev == err_dev && st.st_ino == err_ino;
+}
+
+/* Where a report to stderr can go now: -1 if the program closed (or replaced) both. */
+static int stderr_now(void) {
+    if (is_stderr(err_copy)) return err_copy;
+    if (is_stderr(2)) return 2;
+    return -1;
+}
+
+/* "pyalloc: <why>; the report goes to stderr", to stderr if it is still there. */
+static void stats_warn(const char *why) {
+    writer w = {.fd = stderr_now()};
+    if (w.fd < 0) return;
+    w_str(&w, "pyalloc: ");
+    w_str(&w, why);
+    w_str(&w, "; the report goes to stderr\n");
+    w_flush(&w);
+}
+
+/* PYALLOC_STATS_FILE with each %p replaced by the pid, then suffix, into buf; false if it does not fit. */
+static bool stats_path(char *buf, size_t cap, const char *pattern, const char *suffix) {
     size_t n = 0;
     for (const char *s = pattern; *s; s++) {
         if (s[0] == '%' && s[1] == 'p') {
@@ -325,27 +493,98 @@ static bool stats_path(char *buf, size_t cap, const char *pattern) {
             buf[n++] = *s;
         }
     }
-    buf[n] = 0;
+    size_t len = strlen(suffix);
+    if (n + len >= cap) return false;
+    memcpy(buf + n, suffix, len + 1);
     return true;
+}
+
+/* Opens this process's report file for format; -1 (and *why set) if it cannot. */
+static int stats_open(int format, const char **why) {
+    char path[sizeof pa_opt.stats_file + 40];
+    const char *suffix = "";
+    if ((pa_opt.stats & 3) == 3) suffix = stats_formats[format == PA_STATS_JSON].suffix;
+    if (!stats_path(path, sizeof path, pa_opt.stats_file, suffix)) {
+        *why = "PYALLOC_STATS_FILE is too long";
+        return -1;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) *why = "cannot open PYALLOC_STATS_FILE";
+    return fd;
+}
+
+/* The record a process leaves in its %p file(s) until its report replaces it. */
+static void stats_started(void) {
+    if (!pa_opt.stats || !strstr(pa_opt.stats_file, "%p")) return;
+    for (unsigned f = 0; f < 2; f++) {
+        const char *why;
+        if (!stats_wants(stats_formats[f].format)) continue;
+        writer w = {.fd = stats_open(stats_formats[f].format, &why)};
+        if (w.fd < 0) continue; /* said at exit, when the report cannot be written either */
+        if (stats_formats[f].format == PA_STATS_JSON) {
+            json_head(&w);
+            w_str(&w, "\"started\": true}\n");
+        } else {
+            char exe[512];
+            w_str(&w, "pyalloc " PA_VERSION_STRING ": pid ");
+            w_num(&w, (uint64_t)getpid(), 0);
+            w_str(&w, " (");
+            w_str(&w, exe_path(exe, sizeof exe));
+            w_str(&w, ") started; its report replaces this line when it exits\n");
+        }
+        w_flush(&w);
+        close(w.fd);
+    }
+}
+
+static void stats_forked(void) {
+    int saved = errno;
+    if (err_copy >= 0) close(err_copy);
+    err_copy = -1;
+    stats_started();
+    errno = saved;
+}
+
+__attribute__((constructor)) static void stats_start(void) {
+    (void)pa_ready(); /* the options */
+    if (!pa_opt.stats) return;
+    int saved = errno;
+    struct stat st;
+    if (fstat(2, &st) == 0) { /* else the program started without a stderr: none to report to */
+        err_known = true;
+        err_dev = st.st_dev;
+        err_ino = st.st_ino;
+        if (!pa_opt.stats_file[0]) {
+            err_copy = fcntl(2, F_DUPFD_CLOEXEC, PA_STATS_COPY_FD);
+            if (err_copy < 0) err_copy = fcntl(2, F_DUPFD_CLOEXEC, 3); /* RLIMIT_NOFILE below it */
+        }
+    }
+    stats_started();
+    pthread_atfork(NULL, NULL, stats_forked);
+    errno = saved;
 }
 
 void pa_stats_at_exit(void) {
     if (!pa_opt.stats) return;
-    int fd = 2, opened = 0;
-    if (pa_opt.stats_file[0]) {
-        char path[sizeof pa_opt.stats_file + 32];
-        if (!stats_path(path, sizeof path, pa_opt.stats_file)) {
-            pa_warn("PYALLOC_STATS_FILE is too long; the report goes to stderr");
-        } else if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
-            pa_warn("cannot open PYALLOC_STATS_FILE; the report goes to stderr");
-            fd = 2;
-        } else {
-            opened = 1;
-        }
-    }
     int saved = errno;
-    pa_stats_print(fd, pa_opt.stats == 2 ? PA_STATS_JSON : PA_STATS_TEXT);
-    if (opened) close(fd);
+    struct pa_stats st;
+    pa_stats_get(&st, sizeof st);
+    for (unsigned f = 0; f < 2; f++) {
+        int format = stats_formats[f].format, fd = -1;
+        const char *why = NULL;
+        if (!stats_wants(format)) continue;
+        if (pa_opt.stats_file[0]) {
+            fd = stats_open(format, &why);
+            if (fd >= 0) {
+                stats_write(fd, format, &st);
+                close(fd);
+                continue;
+            }
+            stats_warn(why);
+        }
+        fd = stderr_now();
+        if (fd >= 0) stats_write(fd, format, &st);
+    }
     errno = saved;
 }
 

@@ -283,12 +283,14 @@ static void test_print_text_and_json(void **state)
     close(fds[1]);
     drain(fds[0], buf, sizeof buf);
     close(fds[0]);
-    assert_non_null(strstr(buf, "pyalloc " PA_VERSION_STRING " stats, pid "));
+    assert_non_null(strstr(buf, "pyalloc " PA_VERSION_STRING " report: pid "));
+    assert_non_null(strstr(buf, ", pages of 32.0 KiB\n"));
     char row[16];
     snprintf(row, sizeof row, "\n%5llu ", req_class());
     assert_non_null(strstr(buf, row));
     assert_non_null(strstr(buf, "\ntotal "));
-    assert_non_null(strstr(buf, "passthrough to the system allocator: "));
+    assert_non_null(strstr(buf, " KiB\n")); /* sizes in human units: a class holds whole 32 KiB pages */
+    assert_non_null(strstr(buf, "\npassed to glibc:  "));
 
     assert_int_equal(pipe(fds), 0);
     assert_int_equal(pa_stats_print(fds[1], PA_STATS_JSON), 0);
@@ -297,7 +299,7 @@ static void test_print_text_and_json(void **state)
     close(fds[0]);
     assert_true(n > 0 && buf[0] == '{' && buf[n - 2] == '}' && buf[n - 1] == '\n');
     char pid[48];
-    snprintf(pid, sizeof pid, "\"pid\": %ld,", (long)getpid());
+    snprintf(pid, sizeof pid, "\"pid\": %ld, \"exe\": \"/", (long)getpid());
     assert_non_null(strstr(buf, pid));
     char cls[48];
     snprintf(cls, sizeof cls, "{\"size\": %llu, \"allocs\": ", req_class());

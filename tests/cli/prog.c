@@ -5,13 +5,23 @@
  *                       (mode 0: no pyalloc in the process); pyalloc: 32 (default) or 24 (align 8)
  *   alloc N SIZE [free] N blocks of SIZE bytes, held until exit unless "free"; plus 10 blocks of
  *                       4096 bytes and 5 of 64 bytes aligned to 64 (passthrough to glibc), freed
- *   fork N SIZE         a child process allocates N x SIZE and exits; the parent allocates nothing
+ *   fork N SIZE [_exit] a child process allocates N x SIZE and exits (with _exit(0): no exit
+ *                       handlers, no report); the parent allocates nothing
+ *   closeerr            closes stdout and stderr in an atexit handler, as cat, sort and ls do
+ *   reopenerr FILE      in an atexit handler, closes stderr and opens FILE, which takes fd 2, and
+ *                       writes one line to it
+ *   daemon SECONDS      forks a child that leaves the parent's stdout and stderr (setsid, fds 0-2 to
+ *                       /dev/null) and sleeps; prints "daemon=<pid>" and exits at once
+ *   fds                 prints the open descriptors, "fds=0 1 2 ...", and for each one at or above
+ *                       3 whether it is close-on-exec ("fd=N cloexec=1")
  *   env NAME...         prints NAME=<value or (unset)> for each
  *   exit CODE           exit(CODE)
  *   signal N            raise(N) with the default action
  *   sleep SECONDS       sleeps (for signals sent to `pyalloc run`)
  */
+#include <dirent.h>
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,11 +42,27 @@ static void **allocate(long n, long size)
     return v;
 }
 
+static const char *reopen_path;
+
+static void close_std(void)
+{
+    fclose(stdout);
+    fclose(stderr);
+}
+
+static void reopen_err(void)
+{
+    close(2);
+    int fd = open(reopen_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd == 2) (void)!write(fd, "the program's own line\n", 23);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: cli_prog usable | alloc N SIZE [free] | fork N SIZE | env NAME... | "
-                        "exit CODE | signal N | sleep SECONDS\n");
+        fprintf(stderr, "usage: cli_prog usable | alloc N SIZE [free] | fork N SIZE [_exit] | closeerr | "
+                        "reopenerr FILE | daemon SECONDS | fds | env NAME... | exit CODE | signal N | "
+                        "sleep SECONDS\n");
         return 2;
     }
     const char *what = argv[1];
@@ -67,11 +93,53 @@ int main(int argc, char **argv)
         if (pid < 0) return 92;
         if (pid == 0) {
             allocate(atol(argv[2]), atol(argv[3]));
+            if (argc >= 5 && strcmp(argv[4], "_exit") == 0) _exit(0);
             exit(0);
         }
         int st;
         if (waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0) return 93;
         printf("child %ld done\n", (long)pid);
+        return 0;
+    }
+    if (strcmp(what, "closeerr") == 0) {
+        atexit(close_std);
+        printf("closing stdout and stderr at exit\n");
+        return 0;
+    }
+    if (strcmp(what, "reopenerr") == 0 && argc >= 3) {
+        reopen_path = argv[2];
+        atexit(reopen_err);
+        return 0;
+    }
+    if (strcmp(what, "daemon") == 0 && argc >= 3) {
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid < 0) return 92;
+        if (pid == 0) {
+            setsid();
+            int null = open("/dev/null", O_RDWR);
+            for (int fd = 0; fd < 3; fd++) dup2(null, fd);
+            if (null > 2) close(null);
+            sleep((unsigned)atoi(argv[2]));
+            _exit(0);
+        }
+        printf("daemon=%ld\n", (long)pid);
+        return 0;
+    }
+    if (strcmp(what, "fds") == 0) {
+        DIR *d = opendir("/proc/self/fd");
+        if (!d) return 95;
+        int self = dirfd(d), seen[1024], n = 0;
+        for (struct dirent *e; (e = readdir(d)) && n < 1024;) {
+            int fd = atoi(e->d_name);
+            if (e->d_name[0] != '.' && fd != self) seen[n++] = fd;
+        }
+        closedir(d);
+        printf("fds=");
+        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", seen[i]);
+        printf("\n");
+        for (int i = 0; i < n; i++)
+            if (seen[i] >= 3) printf("fd=%d cloexec=%d\n", seen[i], (fcntl(seen[i], F_GETFD) & FD_CLOEXEC) != 0);
         return 0;
     }
     if (strcmp(what, "env") == 0) {

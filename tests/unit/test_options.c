@@ -230,7 +230,8 @@ static const bad_value bad_values[] = {
     {"PYALLOC_DIRTY_KB=9999999999999", "is above 4294967296; using 4294967296", "PYALLOC_DIRTY_KB=4294967296"},
     {"PYALLOC_ALIGN=12", "is not 8 or 16; using 16", "PYALLOC_ALIGN=16"},
     {"PYALLOC_ALIGN=", "is not 8 or 16; using 16", "PYALLOC_ALIGN=16"},
-    {"PYALLOC_STATS=yes", "is not 1, text, json or 0; no report", "PYALLOC_STATS=-1"},
+    {"PYALLOC_STATS=yes", "is not 1, text, json, text,json or 0; no report", "PYALLOC_STATS=-1"},
+    {"PYALLOC_STATS=text,jsn", "is not 1, text, json, text,json or 0; no report", "PYALLOC_STATS=-1"},
     /* good values, and the empty ones that mean unset: no line at all */
     {"PYALLOC_RESERVE_MB=1024", "", "PYALLOC_RESERVE_MB=1024"},
     {"PYALLOC_PURGE_DELAY_MS=0", "", "PYALLOC_PURGE_DELAY_MS=0"},
