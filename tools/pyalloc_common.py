@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: MIT
 """What the pyalloc command (tools/pyalloc) and the benchmark runner (bench/runner) share: drawing
-with gnuplot, and reading the key=value lines programs print. Python 3 standard library only.
+with gnuplot, reading the key=value lines programs print, and sizes in the units of the library's
+text report. Python 3 standard library only.
 
 It lives beside the command in the source tree (tools/), and is installed with it as
 <datadir>/pyalloc/tools/pyalloc_common.py, where the installed command and the installed runner
@@ -75,6 +76,23 @@ def draw(body, outputs, workdir, script="plot.gp", size=(1200, 800), font="sans,
         return "gnuplot failed%s: %s" % (" to write " + ", ".join(missing) if missing else "",
                                          r.stderr.strip() or "exit status %d" % r.returncode)
     return None
+
+
+# ---- sizes -------------------------------------------------------------------------------------------
+
+def human_size(n):
+    """n bytes as the library's text report writes them (src/stats.c, fmt_size): "N B" below 1 KiB,
+    else KiB, MiB, GiB or TiB with one decimal rounded half up, in the smallest unit that keeps the
+    rounded value under 1024."""
+    if n < 1024:
+        return "%d B" % n
+    for u, unit in enumerate(("KiB", "MiB", "GiB", "TiB")):
+        shift = 10 * (u + 1)
+        whole, tenths = n >> shift, ((n & ((1 << shift) - 1)) * 10 + (1 << (shift - 1))) >> shift
+        if tenths == 10:
+            whole, tenths = whole + 1, 0
+        if whole < 1024 or unit == "TiB":
+            return "%d.%d %s" % (whole, tenths, unit)
 
 
 # ---- key=value output --------------------------------------------------------------------------------

@@ -8,7 +8,13 @@
            options reach CMD as PYALLOC_*, LD_PRELOAD kept, exit status passed through (3, 128+N for
            a signal, signals sent to pyalloc forwarded), CMD not found 127 / not executable 126
   stats    stats: figures of a program whose allocations are known, JSON and text, both modes,
-           --output, --all (a forked child), exit status, no report after SIGKILL
+           --output, --all (a forked child), exit status, no report after SIGKILL, the report never
+           on CMD's streams, output paths checked before CMD runs, processes that left no report
+           named, Python objects counted (PYTHONMALLOC)
+  report   the library's report without the command: the same text as stats, sizes in human units
+           matching the JSON, reaching the user when the program closes stderr (cat), never
+           written into a file that took fd 2, no descriptor held by a daemon, none taken unless
+           asked for, started records of processes that leave no report
   plot     stats --plot: a PNG and an SVG drawn by gnuplot
   bench    bench: --help, --list, --quick on one small benchmark
   install  cmake --install into a scratch prefix: the installed copy finds its library (also moved
@@ -17,8 +23,8 @@
            command and PYALLOC_* variable; docs/command.md covers every command
 
 usage: test_cli.py --source DIR --build DIR --lib LIB --prog PROG --work DIR [--cmake CMAKE] GROUP
-Exit status 0: passed, 1: failed, 77: skipped (stats and plot, while the library under test has no
-PYALLOC_STATS support). Python 3 standard library only.
+Exit status 0: passed, 1: failed, 77: skipped (stats, report and plot, while the library under test
+has no PYALLOC_STATS support). Python 3 standard library only.
 """
 import argparse
 import json
@@ -33,7 +39,6 @@ import unittest
 
 A = None  # the parsed arguments
 SKIP = 77
-PAGE = 32768  # pyalloc's page size; the report's page_size must say the same
 TIMEOUT = 120
 
 
@@ -74,6 +79,39 @@ def option_of(name):
 def lib_has_stats():
     with open(A.lib, "rb") as f:
         return b"PYALLOC_STATS" in f.read()
+
+
+def common_module():
+    """tools/pyalloc_common.py (sizes in the report's units, gnuplot, key=value)."""
+    sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+    sys.path.insert(0, os.path.join(A.source, "tools"))
+    try:
+        import pyalloc_common
+    finally:
+        sys.path.pop(0)
+    return pyalloc_common
+
+
+def preload_env(**extra):
+    """clean_env with this build's library preloaded."""
+    return clean_env(LD_PRELOAD=A.lib, **extra)
+
+
+def text_rows(text):
+    """{size or "total": {column: value}} of a text report's table, and its column headings: counts
+    as ints, sizes (held, wasted) as the strings the report prints."""
+    lines = text.splitlines()
+    head_line = next(line for line in lines if line.startswith("class "))
+    heads = re.split(r"\s{2,}", head_line.strip())
+    rows = {}
+    for line in lines:
+        m = re.match(r"^\s*(\d+|total)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(\d+(?:\.\d)? \S+)\s+"
+                     r"(\d+(?:\.\d)? \S+)$", line)
+        if m:
+            key = m.group(1) if m.group(1) == "total" else int(m.group(1))
+            vals = [int(x) for x in m.groups()[1:7]] + [m.group(8), m.group(9)]
+            rows[key] = dict(zip(heads[1:], vals))
+    return rows, heads
 
 
 def work(name):
@@ -235,12 +273,10 @@ class Basic(Case):
 
     def test_common_module(self):
         """tools/pyalloc_common.py, shared by the command and the benchmark runner."""
-        sys.dont_write_bytecode = True  # no __pycache__ in the source tree
-        sys.path.insert(0, os.path.join(A.source, "tools"))
-        try:
-            import pyalloc_common as c
-        finally:
-            sys.path.pop(0)
+        c = common_module()
+        for n, text in ((0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1536, "1.5 KiB"), (7800, "7.6 KiB"),
+                        (1048575, "1.0 MiB"), (32768, "32.0 KiB"), (5 << 30, "5.0 GiB"), (3 << 50, "3072.0 TiB")):
+            self.assertEqual(c.human_size(n), text, n)
         self.assertEqual(c.parse_kv("checksum=00ff wall_s=1.5\nnote: a=b=c -x=1 =2 k= plain"),
                          {"checksum": "00ff", "wall_s": "1.5", "a": "b=c", "k": ""})
         self.assertEqual(c.quote("it's"), "'it''s'")
@@ -462,8 +498,10 @@ class Stats(Case):
     def check_consistent(self, doc, align):
         self.assertEqual(doc["pyalloc"], header_version())
         self.assertIsInstance(doc["pid"], int)
+        self.assertEqual(doc["exe"], os.path.realpath(A.prog))
         self.assertEqual(doc["alignment"], align)
-        self.assertEqual(doc["page_size"], PAGE)
+        page = doc["page_size"]
+        self.assertTrue(page >= 4096 and page & (page - 1) == 0, page)
         sizes = [c["size"] for c in doc["classes"]]
         self.assertEqual(sizes, default_sizes() if align == 16 else list(range(8, 513, 8)))
         fields = ("allocs", "frees", "in_use", "peak_in_use", "pages", "bytes_held", "wasted")
@@ -472,7 +510,7 @@ class Stats(Case):
                 self.assertIsInstance(c[k], int, (c["size"], k))
                 self.assertGreaterEqual(c[k], 0, (c["size"], k))
             self.assertEqual(c["frees"], c["allocs"] - c["in_use"], c)
-            self.assertEqual(c["bytes_held"], c["pages"] * PAGE, c)
+            self.assertEqual(c["bytes_held"], c["pages"] * page, c)
             self.assertLessEqual(c["in_use"], c["peak_in_use"], c)
             self.assertLessEqual(c["in_use"] * c["size"], c["bytes_held"], c)
         t = doc["total"]
@@ -500,7 +538,7 @@ class Stats(Case):
         self.assertGreaterEqual(c["in_use"], 1000)
         self.assertGreaterEqual(c["peak_in_use"], 1000)
         self.assertGreaterEqual(c["wasted"], 8000)
-        self.assertGreaterEqual(c["pages"], -(-1000 // (PAGE // 208)))  # 157 blocks a page: 7 pages
+        self.assertGreaterEqual(c["pages"], -(-1000 // (doc["page_size"] // 208)))  # 157 blocks a 32 KiB page
         pt = doc["passthrough"]
         self.assertGreaterEqual(pt["calls"], 15)  # 10 x 4096 B, 5 aligned to 64
         self.assertGreaterEqual(pt["bytes"], 10 * 4096 + 5 * 64)
@@ -524,45 +562,27 @@ class Stats(Case):
         self.assertLess(sizes[208]["allocs"], 1000)
 
     def test_text_report(self):
+        """The library's text report, as stats prints it: exact counts, sizes in KiB/MiB/GiB."""
         _, text = self.stats("alloc", "1000", "200")
         lines = text.splitlines()
-        self.assertTrue(lines[0].startswith("pyalloc %s statistics: pid " % header_version()), lines[0])
-        self.assertIn("alignment 16", lines[0])
-        self.assertIn("alloc 1000 200", lines[0])
-        head = re.split(r"\s{2,}", next(line for line in lines if line.split()[:1] == ["class"]).strip())
-        for h in ("allocs", "frees", "in use", "peak", "pages", "bytes held", "wasted"):
-            self.assertIn(h, head)
-        row = dict(zip(head, (int(x) for x in next(line.split() for line in lines if line.split()[:1] == ["208"]))))
-        allocs, frees, in_use, peak = row["allocs"], row["frees"], row["in use"], row["peak"]
-        pages, held, wasted = row["pages"], row["bytes held"], row["wasted"]
-        self.assertGreaterEqual(allocs, 1000)
-        self.assertEqual(frees, allocs - in_use)
-        self.assertGreaterEqual(in_use, 1000)
-        self.assertGreaterEqual(peak, 1000)
-        self.assertEqual(held, pages * PAGE)
-        self.assertGreaterEqual(wasted, 8000)
-        total = dict(zip(head, next(line.split() for line in lines if line.split()[:1] == ["total"])))
-        self.assertGreaterEqual(int(total["allocs"]), allocs)
-        self.assertTrue(any(line.startswith("passed to glibc:") for line in lines), text)
-        self.assertTrue(any(line.startswith("arenas:") for line in lines), text)
-
-    def test_text_matches_json(self):
-        _, doc = self.json("alloc", "500", "100", "free")
-        _, text = self.stats("alloc", "500", "100", "free")
-        lines = text.splitlines()
-        head = re.split(r"\s{2,}", next(line for line in lines if line.split()[:1] == ["class"]).strip())
-        rows = {int(line.split()[0]): dict(zip(head, (int(x) for x in line.split())))
-                for line in lines if re.match(r"^\s*\d+(\s+\d+)+\s*$", line)}
-        c = self.by_size(doc)[112]
-        self.assertIn(112, rows)
-        self.assertGreaterEqual(rows[112]["allocs"], 500)
-        self.assertGreaterEqual(rows[112]["frees"], 500)
-        self.assertEqual(rows[112]["bytes held"], rows[112]["pages"] * PAGE)
-        self.assertGreaterEqual(c["frees"], 500)
-        # every class the JSON shows as used has its row, with the same allocs (one more run: +- libc noise)
-        for size, cl in self.by_size(doc).items():
-            if cl["allocs"] >= 500:
-                self.assertIn(size, rows)
+        self.assertTrue(lines[0].startswith("pyalloc %s report: pid " % header_version()), lines[0])
+        self.assertIn("(%s), alignment 16, pages of 32.0 KiB" % os.path.realpath(A.prog), lines[0])
+        rows, heads = text_rows(text)
+        self.assertEqual(heads, ["class", "allocs", "frees", "in use", "peak <=", "peak pages", "pages", "held",
+                                 "wasted"])
+        row = rows[208]
+        self.assertGreaterEqual(row["allocs"], 1000)
+        self.assertEqual(row["frees"], row["allocs"] - row["in use"])
+        self.assertGreaterEqual(row["in use"], 1000)
+        self.assertGreaterEqual(row["peak <="], 1000)
+        self.assertEqual(row["held"], "%.1f KiB" % (row["pages"] * 32))
+        self.assertRegex(row["wasted"], r"^\d+\.\d KiB$")  # >= 8000 bytes
+        self.assertGreaterEqual(float(row["wasted"].split()[0]), 7.8)
+        self.assertGreaterEqual(rows["total"]["allocs"], row["allocs"])
+        for start in ("in use:           ", "passed to glibc:  ", "arenas:           ", "heaps:            "):
+            self.assertTrue(any(line.startswith(start) for line in lines), start)
+        self.assertRegex(text, r"\nin use: +\d+ blocks, \d+\.\d (KiB|MiB) \(blocks x class size\)\n")
+        self.assertRegex(text, r"\(\d+ of the 33 size classes were not used and are not shown\)\n")
 
     def test_python_objects_are_counted(self):
         """A Python script that builds 200,000 dict entries (a str key and a list each): hundreds of
@@ -579,12 +599,53 @@ class Stats(Case):
             _, doc = self.json(prog=py, extra=extra, env=env)
             self.assertLess(doc["total"]["allocs"], 20000, (extra, env and env["PYTHONMALLOC"]))
 
-    def test_report_on_stderr_by_default(self):
+    def test_report_never_shares_a_stream_with_cmd(self):
+        """Text to stderr, CMD's output on stdout; --json (or -o -) to stdout alone, CMD's output on stderr."""
         r = self.ok(pa("stats", "--", A.prog, "alloc", "100", "200"))
         self.assertEqual(r.stdout, "allocated 100 x 200\n")
-        self.assertTrue(r.stderr.startswith("pyalloc %s statistics:" % header_version()), r.stderr[:300])
-        r = self.ok(pa("stats", "--json", "--output", "-", "--", A.prog, "exit", "0"))
+        self.assertTrue(r.stderr.startswith("pyalloc %s report: pid " % header_version()), r.stderr[:300])
+        r = self.ok(pa("stats", "--json", "--", A.prog, "alloc", "100", "200"))
         self.assertEqual(json.loads(r.stdout)["alignment"], 16)
+        self.assertEqual(r.stderr, "allocated 100 x 200\n")
+        r = self.ok(pa("stats", "--json", "--all", "--", A.prog, "fork", "100", "200"))
+        self.assertEqual(len(json.loads(r.stdout)), 2)
+        self.assertRegex(r.stderr, r"^child \d+ done\n")
+        r = self.ok(pa("stats", "-o", "-", "--", A.prog, "alloc", "100", "200"))
+        self.assertTrue(r.stdout.startswith("pyalloc %s report: pid " % header_version()), r.stdout[:300])
+        self.assertEqual(r.stderr, "allocated 100 x 200\n")
+
+    def test_output_paths_checked_before_cmd_runs(self):
+        """An output path that cannot be written: one line, 125, and CMD never runs; an existing report
+        file is left as it was when no report comes."""
+        d = work("paths")
+        marker = os.path.join(d, "ran")
+        cmd = ["--", "/bin/sh", "-c", "touch %s" % marker]
+        for args, what in ((["-o", os.path.join(d, "no", "such", "r.txt")], "No such file or directory"),
+                           (["-o", d], "it is a directory"),
+                           (["--json", "-o", os.path.join(d, "no", "r.json")], "No such file or directory"),
+                           (["--plot", os.path.join(d, "no", "p.svg"), "-o", os.devnull], "No such file or directory")):
+            r = self.status(pa("stats", *args, *cmd), 125, " ".join(args))
+            self.assertEqual(len(r.stderr.splitlines()), 1, r.stderr)
+            self.assertIn(what, r.stderr)
+            self.assertIn("CMD was not run", r.stderr)
+            self.assertFalse(os.path.exists(marker), args)
+        self.assertEqual(os.listdir(d), [])  # the checks leave nothing behind
+        old = os.path.join(d, "old.txt")
+        with open(old, "w") as f:
+            f.write("an older report\n")
+        self.status(pa("stats", "-o", old, "--", A.prog, "signal", "9"), 128 + 9)
+        with open(old) as f:
+            self.assertEqual(f.read(), "an older report\n")
+
+    def test_processes_that_left_no_report_are_named(self):
+        """A child that ends with _exit() writes no report; stats names it, by pid and program."""
+        r, doc = self.json("fork", "100", "200", "_exit")
+        child = int(re.search(r"child (\d+) done", r.stdout).group(1))
+        self.assertRegex(r.stderr, r"pyalloc stats: 1 process started but left no report: %d \(%s\); it ended with "
+                         r"_exit\(\) or a signal" % (child, re.escape(os.path.realpath(A.prog))))
+        self.check_consistent(doc, 16)
+        r, _ = self.json("fork", "100", "200")
+        self.assertNotIn("left no report", r.stderr)
 
     def test_exit_status_and_report(self):
         r, doc = self.json("exit", "3", status=3)
@@ -593,8 +654,8 @@ class Stats(Case):
 
     def test_killed_cmd_has_no_report(self):
         r = self.status(pa("stats", "--", A.prog, "signal", "9"), 128 + 9)
-        self.assertIn("no report", r.stderr)
-        self.assertIn("SIGKILL", r.stderr)
+        self.assertRegex(r.stderr, r"1 process started but left no report: \d+ \(%s: the command itself\); it "
+                         r"was killed by SIGKILL" % re.escape(os.path.realpath(A.prog)))
 
     def test_cmd_not_found(self):
         self.status(pa("stats", "--", "no-such-command-pyalloc-test"), 127)
@@ -610,7 +671,142 @@ class Stats(Case):
         self.assertEqual(len({d["pid"] for d in docs}), len(docs))
         self.assertTrue(any(self.by_size(d)[208]["allocs"] >= 500 for d in docs[1:]))
         _, text = self.stats("fork", "500", "200", extra=("--all",))
-        self.assertEqual(text.count(" statistics: pid "), len(docs))
+        self.assertEqual(text.count(" report: pid "), len(docs))
+
+
+# ---- report: the library's own report (PYALLOC_STATS), without the command ---------------------------
+
+class Report(Case):
+    def lib_run(self, argv, timeout=TIMEOUT, **env):
+        return run(argv, env=preload_env(**env), timeout=timeout)
+
+    def test_one_format(self):
+        """PYALLOC_STATS=1 prints what `pyalloc stats` prints, to the byte (but the pid)."""
+        r = self.ok(self.lib_run([A.prog, "alloc", "1000", "200"], PYALLOC_STATS="1", PYTHONMALLOC="malloc"))
+        out = os.path.join(work("oneformat"), "report.txt")
+        self.ok(pa("stats", "-o", out, "--", A.prog, "alloc", "1000", "200"))
+        with open(out) as f:
+            text = f.read()
+        unpid = lambda t: re.sub(r"report: pid \d+ ", "report: pid N ", t)  # noqa: E731
+        self.assertEqual(unpid(text), unpid(r.stderr))
+        self.assertIn(" report: pid ", text)
+
+    def test_sizes_in_human_units_match_the_json(self):
+        """One exit, both formats (PYALLOC_STATS=text,json, %p.txt and %p.json): every row of the text
+        has the JSON's counts, and its sizes are the JSON's bytes in KiB/MiB/GiB with one decimal."""
+        d = work("bothformats")
+        self.ok(self.lib_run([A.prog, "alloc", "3000", "300", "free"], PYALLOC_STATS="text,json",
+                             PYALLOC_STATS_FILE=os.path.join(d, "r-%p")))
+        names = sorted(os.listdir(d))
+        self.assertEqual(len(names), 2, names)
+        self.assertTrue(names[0].endswith(".json") and names[1].endswith(".txt"), names)
+        with open(os.path.join(d, names[0])) as f:
+            doc = json.load(f)
+        with open(os.path.join(d, names[1])) as f:
+            text = f.read()
+        human = common_module().human_size
+        rows, _ = text_rows(text)
+        used = {c["size"]: c for c in doc["classes"] if c["allocs"] or c["pages"] or c["peak_pages"]}
+        self.assertEqual(set(rows) - {"total"}, set(used))
+        self.assertIn(304, used)
+        for key, c in list(used.items()) + [("total", doc["total"])]:
+            row = rows[key]
+            for col, field in (("allocs", "allocs"), ("frees", "frees"), ("in use", "in_use"),
+                               ("peak <=", "peak_in_use"), ("peak pages", "peak_pages"), ("pages", "pages")):
+                self.assertEqual(row[col], c[field], (key, col))
+            self.assertEqual(row["held"], human(c["bytes_held"]), key)
+            self.assertEqual(row["wasted"], human(c["wasted"]), key)
+        self.assertIn("\nin use:           %d blocks, %s (blocks x class size)\n"
+                      % (doc["total"]["in_use"], human(doc["total"]["in_use_bytes"])), text)
+        pt = doc["passthrough"]
+        self.assertIn("\npassed to glibc:  %d calls, %s (requests over 512 bytes" % (pt["calls"], human(pt["bytes"])),
+                      text)
+        ar = doc["arenas"]
+        self.assertIn("\narenas:           %d committed (%s); %d pages given back to the OS (%s); %d empty pages kept\n"
+                      % (ar["committed"], human(ar["bytes_committed"]), ar["pages_given_back"],
+                         human(ar["bytes_given_back"]), ar["pages_dirty"]), text)
+
+    def test_reaches_the_user_when_the_program_closes_stderr(self):
+        """cat (coreutils) closes stdout and stderr in an atexit handler, before the library's
+        destructor runs: the report still reaches the stderr cat was given."""
+        r = self.ok(self.lib_run(["cat", os.devnull], PYALLOC_STATS="1"))
+        self.assertTrue(r.stderr.startswith("pyalloc %s report: pid " % header_version()), r.stderr)
+        self.assertIn("cat), alignment 16", r.stderr.splitlines()[0])
+        r = self.ok(self.lib_run([A.prog, "closeerr"], PYALLOC_STATS="json"))
+        self.assertEqual(json.loads(r.stderr)["exe"], os.path.realpath(A.prog))
+        self.assertEqual(r.stdout, "closing stdout and stderr at exit\n")
+
+    def test_never_written_into_a_file_that_took_fd_2(self):
+        """A program that closes stderr and opens a file (which gets fd 2) keeps its file to itself;
+        the report goes to the stderr it was given."""
+        own = os.path.join(work("reopen"), "own.txt")
+        r = self.ok(self.lib_run([A.prog, "reopenerr", own], PYALLOC_STATS="1"))
+        with open(own) as f:
+            self.assertEqual(f.read(), "the program's own line\n")
+        self.assertTrue(r.stderr.startswith("pyalloc %s report: pid " % header_version()), r.stderr)
+
+    def test_a_daemon_does_not_hold_the_pipe(self):
+        """The copy of stderr is closed in a forked child: a daemon that leaves its parent's pipes does
+        not keep them open (a shell's $(...) would wait for it)."""
+        t0 = time.monotonic()
+        r = self.ok(self.lib_run([A.prog, "daemon", "60"], timeout=30, PYALLOC_STATS="1"))
+        took = time.monotonic() - t0
+        daemon = int(re.search(r"daemon=(\d+)", r.stdout).group(1))
+        try:
+            os.kill(daemon, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.assertLess(took, 30)
+        self.assertIn(" report: pid ", r.stderr)
+
+    def test_descriptors(self):
+        """No report asked for: the program sees the descriptors it would without pyalloc. A report to
+        stderr: one more, close-on-exec, numbered from 100. A report to a file: none more."""
+        def fds(env):
+            r = self.ok(run([A.prog, "fds"], env=env))
+            nums = sorted(int(x) for x in re.search(r"^fds=(.*)$", r.stdout, re.M).group(1).split())
+            cloexec = dict((int(a), b == "1") for a, b in re.findall(r"^fd=(\d+) cloexec=(\d)$", r.stdout, re.M))
+            return nums, cloexec
+        base, _ = fds(clean_env())
+        self.assertEqual(fds(preload_env())[0], base)
+        self.assertEqual(fds(preload_env(PYALLOC_STATS="0"))[0], base)
+        self.assertEqual(fds(preload_env(PYALLOC_STATS="json", PYALLOC_STATS_FILE=os.devnull))[0], base)
+        nums, cloexec = fds(preload_env(PYALLOC_STATS="1"))
+        extra = sorted(set(nums) - set(base))
+        self.assertEqual(len(extra), 1, (nums, base))
+        self.assertGreaterEqual(extra[0], 100)
+        self.assertTrue(cloexec[extra[0]])
+
+    def test_started_records(self):
+        """With %p in PYALLOC_STATS_FILE, each process writes a record at start-up (and after fork)
+        that its report replaces at exit: a child that ends with _exit() leaves the record."""
+        d = work("started")
+        for fmt in ("json", "text"):
+            for f in os.listdir(d):
+                os.unlink(os.path.join(d, f))
+            r = self.ok(self.lib_run([A.prog, "fork", "100", "200", "_exit"], PYALLOC_STATS=fmt,
+                                     PYALLOC_STATS_FILE=os.path.join(d, "%p.out")))
+            child = int(re.search(r"child (\d+) done", r.stdout).group(1))
+            self.assertEqual(len(os.listdir(d)), 2, os.listdir(d))
+            with open(os.path.join(d, "%d.out" % child)) as f:
+                record = f.read()
+            parent = [n for n in os.listdir(d) if n != "%d.out" % child][0]
+            with open(os.path.join(d, parent)) as f:
+                report = f.read()
+            exe = os.path.realpath(A.prog)
+            if fmt == "json":
+                self.assertEqual(json.loads(record), {"pyalloc": header_version(), "pid": child, "exe": exe,
+                                                      "started": True})
+                self.assertIn("classes", json.loads(report))
+            else:
+                self.assertEqual(record, "pyalloc %s: pid %d (%s) started; its report replaces this line when it "
+                                 "exits\n" % (header_version(), child, exe))
+                self.assertTrue(report.startswith("pyalloc %s report: pid " % header_version()), report)
+        # without %p there is one file for every process, and no started record
+        one = os.path.join(work("one"), "report.json")
+        self.ok(self.lib_run([A.prog, "fork", "100", "200", "_exit"], PYALLOC_STATS="json", PYALLOC_STATS_FILE=one))
+        with open(one) as f:
+            self.assertIn("classes", json.load(f))
 
 
 # ---- plot --------------------------------------------------------------------------------------------
@@ -807,7 +1003,7 @@ class Man(Case):
             self.assertIn(sub, guide)
 
 
-GROUPS = {"basic": [Basic], "run": [Run], "stats": [Stats], "plot": [Plot], "bench": [Bench],
+GROUPS = {"basic": [Basic], "run": [Run], "stats": [Stats], "report": [Report], "plot": [Plot], "bench": [Bench],
           "install": [Install], "man": [Man]}
 
 
@@ -828,7 +1024,7 @@ def main():
     A.work = os.path.abspath(os.path.join(A.work, A.group))
     shutil.rmtree(A.work, ignore_errors=True)
     os.makedirs(A.work)
-    if A.group in ("stats", "plot"):
+    if A.group in ("stats", "report", "plot"):
         if not lib_has_stats():
             print("SKIP: %s has no PYALLOC_STATS support yet (the library's statistics): nothing to report"
                   % A.lib)
