@@ -652,6 +652,16 @@ class Stats(Case):
         self.check_consistent(doc, 16)
         self.assertIn("exit status 3", r.stderr)
 
+    def test_reports_cut_short(self):
+        """A report file left empty or cut short (a process killed while it wrote) is named, and the
+        command's own report is still printed. CMD writes two such files beside the real ones."""
+        script = 'd=$(dirname "$PYALLOC_STATS_FILE"); : > "$d/99999.json"; printf \'{"pyalloc": "0.' \
+                 '\' > "$d/99998.json"'
+        r = self.ok(pa("stats", "--", "/bin/bash", "-c", script))  # dash leaves with _exit(): no report
+        self.assertIn("pyalloc stats: the report of pid 99998 is not valid JSON", r.stderr)
+        self.assertIn("pyalloc stats: 1 process started but left no report: 99999 (?)", r.stderr)
+        self.assertIn(" report: pid ", r.stderr)
+
     def test_killed_cmd_has_no_report(self):
         r = self.status(pa("stats", "--", A.prog, "signal", "9"), 128 + 9)
         self.assertRegex(r.stderr, r"1 process started but left no report: \d+ \(%s: the command itself\); it "
