@@ -397,17 +397,17 @@ static void report_text(writer *w, const struct pa_stats *st) {
     w_size(w, st->bytes_given_back, 0);
     w_str(w, "); ");
     w_num(w, st->pages_dirty, 0);
-    w_str(w, " empty pages kept; ");
+    w_str(w, " empty pages kept\npages:            ");
     w_num(w, st->pages_taken, 0);
     w_str(w, " taken from the pool, ");
     w_num(w, st->pages_returned, 0);
-    w_str(w, " returned\nheaps:            ");
+    w_str(w, " returned to it, ");
+    w_num(w, st->pages_adopted, 0);
+    w_str(w, " adopted from exited threads\nheaps:            ");
     w_num(w, st->heaps_live, 0);
     w_str(w, " live, ");
     w_num(w, st->heaps_abandoned, 0);
-    w_str(w, " abandoned, ");
-    w_num(w, st->pages_adopted, 0);
-    w_str(w, " pages adopted; ");
+    w_str(w, " abandoned; ");
     w_num(w, st->cross_thread_frees, 0);
     w_str(w, " cross-thread frees\n");
 }

@@ -735,6 +735,12 @@ class Report(Case):
         self.assertIn("\narenas:           %d committed (%s); %d pages given back to the OS (%s); %d empty pages kept\n"
                       % (ar["committed"], human(ar["bytes_committed"]), ar["pages_given_back"],
                          human(ar["bytes_given_back"]), ar["pages_dirty"]), text)
+        self.assertGreaterEqual(ar["pages_taken"], doc["total"]["pages"])
+        hp = doc["heaps"]
+        self.assertIn("\npages:            %d taken from the pool, %d returned to it, %d adopted from exited threads\n"
+                      % (ar["pages_taken"], ar["pages_returned"], hp["pages_adopted"]), text)
+        self.assertIn("\nheaps:            %d live, %d abandoned; %d cross-thread frees\n"
+                      % (hp["live"], hp["abandoned"], doc["cross_thread_frees"]), text)
 
     def test_reaches_the_user_when_the_program_closes_stderr(self):
         """cat (coreutils) closes stdout and stderr in an atexit handler, before the library's
