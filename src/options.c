@@ -10,12 +10,14 @@ extern char **environ;
 /* The defaults (config.h), stated in docs/options.md and checked against it by tests/unit: 16-byte
  * alignment; address space reserved (it costs nothing until committed); a hard limit on empty
  * resident pages, with the limit that follows the pages in use off; how long (ms) an empty page
- * stays resident. pa_opt starts with them too, for the statistics of a process whose start-up
- * failed or has not finished. */
+ * stays resident; the figures published for `pyalloc top`, a timeline point every 100 ms at first.
+ * pa_opt starts with them too, for the statistics of a process whose start-up failed or has not
+ * finished. */
 #define OPTIONS_DEFAULTS                                                                           \
     {                                                                                              \
         .align = 16, .reserve = PA_RESERVE_DEFAULT, .dirty_min = PA_DIRTY_DEFAULT >> PA_PAGE_SHIFT, \
-        .dirty_ratio = 0, .purge_delay = PA_PURGE_DELAY_DEFAULT,                                   \
+        .dirty_ratio = 0, .purge_delay = PA_PURGE_DELAY_DEFAULT, .publish = true,                  \
+        .timeline_ms = PA_TIMELINE_MS_DEFAULT,                                                     \
     }
 static const pa_options options_defaults = OPTIONS_DEFAULTS;
 pa_options pa_opt = OPTIONS_DEFAULTS;
@@ -99,6 +101,13 @@ void pa_options_read(void) {
     pa_opt.dirty_ratio = (unsigned)options_number("PYALLOC_DIRTY_RATIO", 0, 0, PA_DIRTY_RATIO_MAX);
     pa_opt.purge_delay =
         (uint32_t)options_number("PYALLOC_PURGE_DELAY_MS", PA_PURGE_DELAY_DEFAULT, 0, PA_PURGE_DELAY_MAX);
+    pa_opt.timeline_ms = (uint32_t)options_number("PYALLOC_TIMELINE_MS", PA_TIMELINE_MS_DEFAULT,
+                                                  PA_TIMELINE_MS_MIN, PA_TIMELINE_MS_MAX);
+    const char *pub = pa_getenv("PYALLOC_PUBLISH");
+    if (pub) {
+        if (strcmp(pub, "0") == 0) pa_opt.publish = false;
+        else if (strcmp(pub, "1") != 0) options_warn("PYALLOC_PUBLISH", pub, "is not 1 or 0", "using 1");
+    }
     /* An empty PYALLOC_STATS or PYALLOC_STATS_FILE is the same as an unset one. */
     const char *st = pa_getenv("PYALLOC_STATS");
     if (st && *st) {

@@ -2,12 +2,13 @@
  * Statistics: what the allocator did, per size class. The counters live in each thread's heap and
  * are bumped by that thread alone (malloc: one add by request size; free: one add by class, in the
  * freeing thread's heap, remote frees too), so the fast paths take no lock and share no cache line,
- * and in use = allocs - frees is exact at any instant. Reading sums every heap in the registry and
- * walks the descriptors for the pages held. Nothing here allocates: the report is formatted into a
- * buffer on the stack and written with write(2). Exports pa_stats_get, pa_stats_print,
- * pa_stat_page, the shared counters of threads without a heap (pa_orphan_*) and the PYALLOC_STATS
- * report at exit (with the start-up work it needs: a copy of stderr, a record per process in a %p
- * report file). */
+ * and in use = allocs - frees is exact at any instant; pages are counted at page events. Reading
+ * sums every heap in the registry (counts_read: the one place that does). Nothing here allocates:
+ * the report is formatted into a buffer on the stack and written with write(2).
+ * Exports pa_stats_get, pa_stats_print, pa_stat_page, pa_live_bytes (the live figure of the peak
+ * and the timeline, monitor.c), the shared counters of threads without a heap (pa_orphan_*) and the
+ * PYALLOC_STATS report at exit (with the start-up work it needs: a copy of stderr, a record per
+ * process in a %p report file). */
 #include "internal.h"
 
 #include <errno.h>
@@ -19,8 +20,9 @@
 #include "pyalloc.h"
 
 #if PA_STATS
-_Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes; /* by threads without a heap of their own */
-_Atomic uint64_t pa_orphan_nfree[PA_NCLASS]; /* small-block frees, by class, of threads without a heap */
+/* by threads without a heap of their own: passthrough requests, and small-block frees by class */
+_Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes, pa_orphan_sys_live;
+_Atomic uint64_t pa_orphan_nfree[PA_NCLASS];
 #endif
 
 static _Atomic uint64_t class_pages[PA_NCLASS], class_pages_peak[PA_NCLASS];
@@ -39,6 +41,104 @@ void pa_stat_page(uint32_t cls, int delta) {
 /* Another thread's counter: a relaxed load of a word it alone writes. */
 #define RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
+/* The readers of those counters, whose writers are the fast paths' plain adds (one writer each,
+ * a word at a time: a read sees the value before or after an add, never half of one). The peak
+ * and the timeline read them while every thread runs, so ThreadSanitizer would report each pair;
+ * it checks everything else. */
+#if defined(__SANITIZE_THREAD__)
+#define PA_COUNTER_READER __attribute__((no_sanitize("thread")))
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PA_COUNTER_READER __attribute__((no_sanitize("thread")))
+#endif
+#endif
+#ifndef PA_COUNTER_READER
+#define PA_COUNTER_READER
+#endif
+
+/* ---- the counts: what the heaps say now ----
+ * Every figure of the statistics, the peak and the timeline is read here, and only here: blocks
+ * handed out (by request size) and freed (by class) and the passthrough's bytes, summed over the
+ * heaps; pages held per class from the page events (pa_stat_page). Built without the counters,
+ * blocks in use are read off the page descriptors instead (a block another thread freed counting
+ * until its page's owner collects it). */
+
+typedef struct counts {
+    uint64_t allocs[PA_NCLASS], requested[PA_NCLASS], frees[PA_NCLASS], in_use[PA_NCLASS];
+    uint64_t sys_calls, sys_bytes, sys_live;
+    uint64_t heaps_live, heaps_abandoned, remote_frees, adopted;
+} counts;
+
+#if !PA_STATS
+/* Blocks out per class, off the page descriptors. */
+PA_COUNTER_READER static void counts_pages(counts *c) {
+    size_t npages = pa_load_relaxed(&pa_limit) >> PA_PAGE_SHIFT;
+    for (size_t i = 0; i < npages; i++) {
+        uint16_t bsize = RD(pa_pages[i].bsize);
+        uint8_t cls = RD(pa_pages[i].cls);
+        if (bsize && cls < PA_NCLASS) c->in_use[cls] += (uint64_t)RD(pa_pages[i].used) + RD(pa_pages[i].used_bias);
+    }
+    for (uint32_t cls = 0; cls < PA_NCLASS; cls++) c->allocs[cls] = c->in_use[cls]; /* at least those */
+}
+#endif
+
+/* Everything the threads count themselves, summed over the heaps (under heaps_lock) and the shared
+ * counters of threads without one; then per class, blocks in use. Returns the bytes of those
+ * blocks (blocks in use x class size). */
+PA_COUNTER_READER static uint64_t counts_read(counts *c) {
+    memset(c, 0, sizeof *c);
+    if (!pa_ready()) return 0;
+    pthread_mutex_lock(&pa_heaps_lock);
+    for (pa_heap *h = pa_heap_first(); h; h = h->next_heap) {
+        if (h->live) c->heaps_live++;
+        else c->heaps_abandoned++;
+        c->remote_frees += RD(h->stats.remote_frees);
+        c->adopted += RD(h->stats.adopted);
+#if PA_STATS
+        for (uint32_t n = 0; n < PA_NDIRECT; n++) {
+            uint64_t k = RD(h->nalloc[n]);
+            uint32_t cls = pa_class_for(n);
+            c->allocs[cls] += k;
+            c->requested[cls] += k * n;
+        }
+        for (uint32_t cls = 0; cls < PA_NCLASS; cls++) c->frees[cls] += RD(h->nfree[cls]);
+        c->sys_calls += RD(h->sys_calls);
+        c->sys_bytes += RD(h->sys_bytes);
+        c->sys_live += RD(h->sys_live);
+#endif
+    }
+    pthread_mutex_unlock(&pa_heaps_lock);
+    c->remote_frees += atomic_load_explicit(&pa_orphan_remote_frees, memory_order_relaxed);
+    uint64_t bytes = 0;
+#if PA_STATS
+    c->sys_calls += atomic_load_explicit(&pa_orphan_sys_calls, memory_order_relaxed);
+    c->sys_bytes += atomic_load_explicit(&pa_orphan_sys_bytes, memory_order_relaxed);
+    c->sys_live += atomic_load_explicit(&pa_orphan_sys_live, memory_order_relaxed);
+    /* Blocks glibc handed out before pyalloc counted (or to glibc itself) and freed through pyalloc
+     * take away bytes that were never added: never below zero. */
+    if ((int64_t)c->sys_live < 0) c->sys_live = 0;
+    for (uint32_t cls = 0; cls < PA_NCLASS; cls++) {
+        c->frees[cls] += atomic_load_explicit(&pa_orphan_nfree[cls], memory_order_relaxed);
+        /* Exact at any instant: every free is counted where it happens, remote ones too. A racing
+         * read may see a free before the allocation it undoes. */
+        if (c->frees[cls] > c->allocs[cls]) c->frees[cls] = c->allocs[cls];
+        c->in_use[cls] = c->allocs[cls] - c->frees[cls];
+        bytes += c->in_use[cls] * pa_class_size(cls);
+    }
+#else
+    counts_pages(c);
+    for (uint32_t cls = 0; cls < PA_NCLASS; cls++) bytes += c->in_use[cls] * pa_class_size(cls);
+#endif
+    return bytes;
+}
+
+void pa_live_bytes(uint64_t *small, uint64_t *large) {
+    static counts c; /* 2 KiB, off the stack of the thread that grows: monitor.c calls this under its
+                        busy flag, one thread at a time */
+    *small = counts_read(&c);
+    *large = c.sys_live;
+}
+
 PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
     if (!out || size < offsetof(struct pa_stats, pages_taken)) return -1;
     if (size < sizeof *out) { /* a caller built against an older pyalloc.h */
@@ -48,55 +148,20 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
         return r;
     }
     memset(out, 0, sizeof *out);
-    bool ready = pa_ready();
     out->version = PA_VERSION_MAJOR * 10000 + PA_VERSION_MINOR * 100 + PA_VERSION_PATCH;
     out->alignment = pa_opt.align;
     out->enabled = PA_STATS;
     out->page_size = (unsigned)PA_PAGE_SIZE;
-    uint64_t allocs[PA_NCLASS] = {0}, requested[PA_NCLASS] = {0}, used[PA_NCLASS] = {0};
-#if PA_STATS
-    uint64_t frees[PA_NCLASS] = {0};
-#endif
-    uint64_t pages[PA_NCLASS] = {0};
-    if (ready) {
-        pthread_mutex_lock(&pa_heaps_lock);
-        for (pa_heap *h = pa_heap_first(); h; h = h->next_heap) {
-            if (h->live) out->heaps_live++;
-            else out->heaps_abandoned++;
-            out->cross_thread_frees += RD(h->stats.remote_frees);
-            out->pages_adopted += RD(h->stats.adopted);
-#if PA_STATS
-            for (uint32_t n = 0; n < PA_NDIRECT; n++) {
-                uint64_t k = RD(h->nalloc[n]);
-                uint32_t c = pa_class_for(n);
-                allocs[c] += k;
-                requested[c] += k * n;
-            }
-            for (uint32_t c = 0; c < PA_NCLASS; c++) frees[c] += RD(h->nfree[c]);
-            out->passthrough_calls += RD(h->sys_calls);
-            out->passthrough_bytes += RD(h->sys_bytes);
-#endif
-        }
-        pthread_mutex_unlock(&pa_heaps_lock);
-        out->cross_thread_frees += atomic_load_explicit(&pa_orphan_remote_frees, memory_order_relaxed);
-#if PA_STATS
-        out->passthrough_calls += atomic_load_explicit(&pa_orphan_sys_calls, memory_order_relaxed);
-        out->passthrough_bytes += atomic_load_explicit(&pa_orphan_sys_bytes, memory_order_relaxed);
-        for (uint32_t c = 0; c < PA_NCLASS; c++)
-            frees[c] += atomic_load_explicit(&pa_orphan_nfree[c], memory_order_relaxed);
-#endif
-        /* Pages held now: every committed descriptor whose page is in use; and, without the
-         * counters, the blocks out (a block freed by another thread counts as out until its
-         * page's owner collects it). */
-        size_t npages = pa_load_relaxed(&pa_limit) >> PA_PAGE_SHIFT;
-        for (size_t i = 0; i < npages; i++) {
-            uint16_t bsize = RD(pa_pages[i].bsize);
-            uint8_t cls = RD(pa_pages[i].cls);
-            if (bsize && cls < PA_NCLASS) {
-                pages[cls]++;
-                used[cls] += (uint64_t)RD(pa_pages[i].used) + RD(pa_pages[i].used_bias);
-            }
-        }
+    counts c;
+    counts_read(&c);
+    if (pa_ready()) {
+        out->heaps_live = c.heaps_live;
+        out->heaps_abandoned = c.heaps_abandoned;
+        out->cross_thread_frees = c.remote_frees;
+        out->pages_adopted = c.adopted;
+        out->passthrough_calls = c.sys_calls;
+        out->passthrough_bytes = c.sys_bytes;
+        out->passthrough_live = c.sys_live;
         pa_pool_stats pool;
         pa_pool_counters(&pool);
         out->arenas_committed = pool.committed / PA_ARENA_PAGES;
@@ -109,28 +174,19 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
     }
     /* The classes this mode serves (a class no request size maps to does not exist here). */
     unsigned k = 0;
-    for (uint32_t c = 0; c < PA_NCLASS; c++) {
-        if (!pa_class_served(c, pa_opt.align)) continue;
+    for (uint32_t cls = 0; cls < PA_NCLASS; cls++) {
+        if (!pa_class_served(cls, pa_opt.align)) continue;
         struct pa_class_stats *s = &out->classes[k++];
-        s->size = pa_class_size(c);
-        s->allocs = allocs[c];
-#if PA_STATS
-        /* Exact at any instant: every free is counted where it happens, remote ones too. A racing
-         * snapshot may read a free before the allocation it undoes. */
-        s->frees = frees[c] < allocs[c] ? frees[c] : allocs[c];
-        s->in_use = s->allocs - s->frees;
-        (void)used;
-#else
-        s->in_use = used[c];
-        s->allocs = s->in_use; /* not counted: at least the blocks out */
-        s->frees = 0;
-#endif
-        s->pages = pages[c];
-        s->peak_pages = atomic_load_explicit(&class_pages_peak[c], memory_order_relaxed);
+        s->size = pa_class_size(cls);
+        s->allocs = c.allocs[cls];
+        s->frees = c.frees[cls];
+        s->in_use = c.in_use[cls];
+        s->pages = atomic_load_explicit(&class_pages[cls], memory_order_relaxed);
+        s->peak_pages = atomic_load_explicit(&class_pages_peak[cls], memory_order_relaxed);
         if (s->peak_pages < s->pages) s->peak_pages = s->pages;
-        s->peak_in_use = s->peak_pages * pa_class_blocks(c);
-        s->bytes_held = pages[c] * PA_PAGE_SIZE;
-        s->wasted = allocs[c] * s->size - requested[c];
+        s->peak_in_use = s->peak_pages * pa_class_blocks(cls);
+        s->bytes_held = s->pages * PA_PAGE_SIZE;
+        s->wasted = c.allocs[cls] * s->size - c.requested[cls];
         out->total.allocs += s->allocs;
         out->total.frees += s->frees;
         out->total.in_use += s->in_use;
@@ -142,6 +198,19 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
         out->in_use_bytes += s->in_use * s->size;
     }
     out->nclasses = k;
+    out->live_bytes = out->in_use_bytes + out->passthrough_live;
+    pa_mon_now mon;
+    pa_mon_read(&mon);
+    out->rss_bytes = mon.rss;
+    out->t_ms = mon.t_ms;
+    out->peak_live_bytes = mon.peak_live;
+    out->peak_t_ms = mon.peak_t_ms;
+    out->peak_rss_bytes = mon.peak_rss;
+    if (out->live_bytes > out->peak_live_bytes) { /* now is the highest yet (not evaluated since) */
+        out->peak_live_bytes = out->live_bytes;
+        out->peak_t_ms = out->t_ms;
+        out->peak_rss_bytes = out->rss_bytes;
+    }
     return 0;
 }
 
@@ -224,6 +293,18 @@ static void w_size(writer *w, uint64_t v, size_t width) {
     w_right(w, d, fmt_size(d, v), width);
 }
 
+/* ms as seconds with three decimals: "12.345 s". */
+static void w_secs(writer *w, uint64_t ms) {
+    char d[32];
+    size_t n = pa_fmt_u64(d, ms / 1000);
+    d[n++] = '.';
+    d[n++] = (char)('0' + ms / 100 % 10);
+    d[n++] = (char)('0' + ms / 10 % 10);
+    d[n++] = (char)('0' + ms % 10);
+    memcpy(d + n, " s", 2);
+    w_mem(w, d, n + 2);
+}
+
 /* s as a JSON string: quotes, backslashes and control characters escaped. */
 static void w_json_str(writer *w, const char *s) {
     static const char hex[] = "0123456789abcdef";
@@ -281,12 +362,33 @@ static void w_class_fields(writer *w, const struct pa_class_stats *s, int with_s
     w_field(w, "wasted", s->wasted, 1);
 }
 
+/* The timeline's points, one a line. */
+static void json_timeline(writer *w) {
+    static const char *const names[PA_MON_POINT_FIELDS] = {"t_ms",        "live_bytes",  "rss_bytes",
+                                                           "small_bytes", "large_bytes", "given_back_bytes"};
+    size_t n;
+    uint64_t interval;
+    const uint64_t *pt = pa_mon_hold(&n, &interval);
+    w_field(w, "timeline_interval_ms", pt ? interval : 0, 0);
+    w_str(w, "\n \"timeline\": [");
+    for (size_t i = 0; pt && i < n; i++, pt += PA_MON_POINT_FIELDS) {
+        w_str(w, i ? ",\n  {" : "\n  {");
+        for (unsigned f = 0; f < PA_MON_POINT_FIELDS; f++) w_field(w, names[f], pt[f], f + 1 == PA_MON_POINT_FIELDS);
+        w_str(w, "}");
+    }
+    pa_mon_release();
+    w_str(w, n ? "\n ]" : "]");
+}
+
 static void report_json(writer *w, const struct pa_stats *st) {
     json_head(w);
     w_field(w, "alignment", (uint64_t)st->alignment, 0);
     w_field(w, "page_size", (uint64_t)st->page_size, 0);
     w_str(w, "\"counters\": ");
     w_str(w, st->enabled ? "true" : "false");
+    w_str(w, ", ");
+    w_field(w, "t_ms", st->t_ms, 0);
+    w_field(w, "start_monotonic_ms", pa_mon_start_ms(), 1);
     w_str(w, ",\n \"classes\": [\n");
     for (unsigned i = 0; i < st->nclasses; i++) {
         w_str(w, "  {");
@@ -299,7 +401,17 @@ static void report_json(writer *w, const struct pa_stats *st) {
     w_field(w, "in_use_bytes", st->in_use_bytes, 1);
     w_str(w, "},\n \"passthrough\": {");
     w_field(w, "calls", st->passthrough_calls, 0);
-    w_field(w, "bytes", st->passthrough_bytes, 1);
+    w_field(w, "bytes", st->passthrough_bytes, 0);
+    w_field(w, "live_bytes", st->passthrough_live, 1);
+    w_str(w, "},\n \"live\": {");
+    w_field(w, "bytes", st->live_bytes, 0);
+    w_field(w, "small_bytes", st->in_use_bytes, 0);
+    w_field(w, "large_bytes", st->passthrough_live, 0);
+    w_field(w, "rss_bytes", st->rss_bytes, 1);
+    w_str(w, "},\n \"peak\": {");
+    w_field(w, "live_bytes", st->peak_live_bytes, 0);
+    w_field(w, "t_ms", st->peak_t_ms, 0);
+    w_field(w, "rss_bytes", st->peak_rss_bytes, 1);
     w_str(w, "},\n \"arenas\": {");
     w_field(w, "committed", st->arenas_committed, 0);
     w_field(w, "bytes_committed", st->bytes_committed, 0);
@@ -313,7 +425,8 @@ static void report_json(writer *w, const struct pa_stats *st) {
     w_field(w, "abandoned", st->heaps_abandoned, 0);
     w_field(w, "pages_adopted", st->pages_adopted, 1);
     w_str(w, "},\n ");
-    w_field(w, "cross_thread_frees", st->cross_thread_frees, 1);
+    w_field(w, "cross_thread_frees", st->cross_thread_frees, 0);
+    json_timeline(w);
     w_str(w, "}\n");
 }
 
@@ -387,7 +500,21 @@ static void report_text(writer *w, const struct pa_stats *st) {
     w_size(w, st->passthrough_bytes, 0);
     w_str(w, " (requests over ");
     w_num(w, PA_SMALL_MAX, 0);
-    w_str(w, " bytes or aligned beyond 16)\narenas:           ");
+    w_str(w, " bytes or aligned beyond 16); ");
+    w_size(w, st->passthrough_live, 0);
+    w_str(w, " live\nlive:             ");
+    w_size(w, st->live_bytes, 0);
+    w_str(w, " (RSS ");
+    w_size(w, st->rss_bytes, 0);
+    w_str(w, ") at ");
+    w_secs(w, st->t_ms);
+    w_str(w, "; peak ");
+    w_size(w, st->peak_live_bytes, 0);
+    w_str(w, " (RSS ");
+    w_size(w, st->peak_rss_bytes, 0);
+    w_str(w, ") at ");
+    w_secs(w, st->peak_t_ms);
+    w_str(w, "\narenas:           ");
     w_num(w, st->arenas_committed, 0);
     w_str(w, " committed (");
     w_size(w, st->bytes_committed, 0);
@@ -567,6 +694,7 @@ __attribute__((constructor)) static void stats_start(void) {
 void pa_stats_at_exit(void) {
     if (!pa_opt.stats) return;
     int saved = errno;
+    pa_mon_final(); /* the timeline's last point, and the peak evaluated once more */
     struct pa_stats st;
     pa_stats_get(&st, sizeof st);
     for (unsigned f = 0; f < 2; f++) {

@@ -13,7 +13,15 @@
  *   daemon SECONDS      forks a child that leaves the parent's stdout and stderr (setsid, fds 0-2 to
  *                       /dev/null) and sleeps; prints "daemon=<pid>" and exits at once
  *   fds                 prints the open descriptors, "fds=0 1 2 ...", and for each one at or above
- *                       3 whether it is close-on-exec ("fd=N cloexec=1")
+ *                       3 whether it is close-on-exec and what it is ("fd=N cloexec=1 link=...")
+ *   figures             a run whose live bytes are known (the figures test): a peak in one function,
+ *                       a leak in another, small and large blocks; prints its markers (CLOCK_MONOTONIC
+ *                       ms) and the bytes each phase holds (malloc_usable_size, which pyalloc answers
+ *                       with the bytes it counts), one key=value a line, with write(2): stdio would
+ *                       allocate
+ *   hold N SIZE SECS    N blocks of SIZE bytes and one of 1 MiB kept; prints "ready bytes=<usable
+ *                       bytes held> pid=<pid>", then for SECS seconds mallocs and frees a 100 KiB
+ *                       block every 20 ms (the moments the library takes its timeline points)
  *   env NAME...         prints NAME=<value or (unset)> for each
  *   exit CODE           exit(CODE)
  *   signal N            raise(N) with the default action
@@ -28,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 static void **allocate(long n, long size)
@@ -43,6 +52,106 @@ static void **allocate(long n, long size)
 }
 
 static const char *reopen_path;
+
+/* ---- figures and hold ---- */
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* "key=value\n" on stdout, without stdio. */
+static void say(const char *key, long value)
+{
+    char line[96];
+    int n = snprintf(line, sizeof line, "%s=%ld\n", key, value);
+    if (write(1, line, (size_t)n) != n) exit(96);
+}
+
+/* For ms milliseconds, every 20 ms, a block of 100 KiB malloc'd and freed: the program is busy, and
+ * the library takes its timeline points when they are due. */
+static void busy(long ms)
+{
+    long end = now_ms() + ms;
+    while (now_ms() < end) {
+        void *volatile p = malloc(100 << 10);
+        if (!p) exit(97);
+        free(p);
+        usleep(20000);
+    }
+}
+
+#define PEAK_SMALL 200000 /* blocks of 100 bytes */
+#define PEAK_LARGE 40     /* blocks of 256 KiB */
+#define LEAK_SMALL 50000  /* blocks of 200 bytes */
+#define LEAK_LARGE 10     /* blocks of 300 KiB */
+static void *peak_blocks[PEAK_SMALL + PEAK_LARGE], *leak_blocks[LEAK_SMALL + LEAK_LARGE];
+
+static long take(void **v, long n, size_t size)
+{
+    long bytes = 0;
+    for (long i = 0; i < n; i++) {
+        v[i] = malloc(size);
+        if (!v[i]) exit(98);
+        memset(v[i], 1, size);
+        bytes += (long)malloc_usable_size(v[i]);
+    }
+    return bytes;
+}
+
+/* The peak: 20 MB in 100-byte blocks and 10 MiB in 256 KiB blocks, held for 500 ms, all freed. */
+__attribute__((noinline)) static void peak(void)
+{
+    say("peak_begin_ms", now_ms());
+    long small = take(peak_blocks, PEAK_SMALL, 100);
+    long large = take(peak_blocks + PEAK_SMALL, PEAK_LARGE, 256 << 10);
+    say("peak_end_ms", now_ms());
+    say("peak_small", small);
+    say("peak_large", large);
+    busy(500);
+    say("free_begin_ms", now_ms());
+    for (long i = 0; i < PEAK_SMALL + PEAK_LARGE; i++) free(peak_blocks[i]);
+    say("free_end_ms", now_ms());
+}
+
+/* The leak: 10 MB in 200-byte blocks and 3 MiB in 300 KiB blocks, never freed. */
+__attribute__((noinline)) static void leak(void)
+{
+    say("leak_begin_ms", now_ms());
+    say("leak_small", take(leak_blocks, LEAK_SMALL, 200));
+    say("leak_large", take(leak_blocks + LEAK_SMALL, LEAK_LARGE, 300 << 10));
+    say("leak_end_ms", now_ms());
+}
+
+static int figures(void)
+{
+    say("start_ms", now_ms());
+    busy(500);
+    peak();
+    busy(500);
+    leak();
+    busy(500);
+    say("exit_ms", now_ms());
+    return 0;
+}
+
+static int hold(long n, long size, long secs)
+{
+    static void *blocks[1 << 20];
+    if (n < 0 || n > (1 << 20)) return 2;
+    long bytes = take(blocks, n, (size_t)size);
+    void *big = malloc(1 << 20);
+    if (!big) return 98;
+    memset(big, 1, 1 << 20);
+    bytes += (long)malloc_usable_size(big);
+    char line[96];
+    int k = snprintf(line, sizeof line, "ready bytes=%ld pid=%ld\n", bytes, (long)getpid());
+    if (write(1, line, (size_t)k) != k) return 96;
+    busy(secs * 1000);
+    return 0;
+}
 
 static void close_std(void)
 {
@@ -61,8 +170,8 @@ int main(int argc, char **argv)
 {
     if (argc < 2) {
         fprintf(stderr, "usage: cli_prog usable | alloc N SIZE [free] | fork N SIZE [_exit] | closeerr | "
-                        "reopenerr FILE | daemon SECONDS | fds | env NAME... | exit CODE | signal N | "
-                        "sleep SECONDS\n");
+                        "reopenerr FILE | daemon SECONDS | fds | figures | hold N SIZE SECONDS | env NAME... | "
+                        "exit CODE | signal N | sleep SECONDS\n");
         return 2;
     }
     const char *what = argv[1];
@@ -138,10 +247,18 @@ int main(int argc, char **argv)
         printf("fds=");
         for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", seen[i]);
         printf("\n");
-        for (int i = 0; i < n; i++)
-            if (seen[i] >= 3) printf("fd=%d cloexec=%d\n", seen[i], (fcntl(seen[i], F_GETFD) & FD_CLOEXEC) != 0);
+        for (int i = 0; i < n; i++) {
+            char path[64], link[256];
+            snprintf(path, sizeof path, "/proc/self/fd/%d", seen[i]);
+            ssize_t len = readlink(path, link, sizeof link - 1);
+            link[len > 0 ? len : 0] = 0;
+            if (seen[i] >= 3)
+                printf("fd=%d cloexec=%d link=%s\n", seen[i], (fcntl(seen[i], F_GETFD) & FD_CLOEXEC) != 0, link);
+        }
         return 0;
     }
+    if (strcmp(what, "figures") == 0) return figures();
+    if (strcmp(what, "hold") == 0 && argc >= 5) return hold(atol(argv[2]), atol(argv[3]), atol(argv[4]));
     if (strcmp(what, "env") == 0) {
         for (int i = 2; i < argc; i++) {
             const char *v = getenv(argv[i]);

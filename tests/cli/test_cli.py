@@ -15,6 +15,8 @@
            matching the JSON, reaching the user when the program closes stderr (cat), never
            written into a file that took fd 2, no descriptor held by a daemon, none taken unless
            asked for, started records of processes that leave no report
+  figures  live bytes at exit, the peak and its time, the timeline's shape, of a C program and a Python
+           program whose allocations are known (a peak in one function, a leak in another)
   plot     stats --plot: a PNG and an SVG drawn by gnuplot
   bench    bench: --help, --list, --quick on one small benchmark
   install  cmake --install into a scratch prefix: the installed copy finds its library (also moved
@@ -23,8 +25,8 @@
            command and PYALLOC_* variable; docs/command.md covers every command
 
 usage: test_cli.py --source DIR --build DIR --lib LIB --prog PROG --work DIR [--cmake CMAKE] GROUP
-Exit status 0: passed, 1: failed, 77: skipped (stats, report and plot, while the library under test
-has no PYALLOC_STATS support). Python 3 standard library only.
+Exit status 0: passed, 1: failed, 77: skipped (stats, report, figures and plot, while the library
+under test has no PYALLOC_STATS support). Python 3 standard library only.
 """
 import argparse
 import json
@@ -353,7 +355,8 @@ class Run(Case):
         docs = documented_variables()
         self.assertIn("PYALLOC_ALIGN", docs)
         values = {"PYALLOC_ALIGN": ("8", "8"), "PYALLOC_STATS": ("json", "json"),
-                  "PYALLOC_STATS_FILE": ("/dev/null", "/dev/null")}
+                  "PYALLOC_STATS_FILE": ("/dev/null", "/dev/null"), "PYALLOC_PUBLISH": ("0", "0"),
+                  "PYALLOC_TIMELINE_MS": ("250", "250")}
         args, want = [], []
         for name in sorted(docs):
             given, seen = values.get(name, ("7", "7"))
@@ -691,14 +694,18 @@ class Report(Case):
         return run(argv, env=preload_env(**env), timeout=timeout)
 
     def test_one_format(self):
-        """PYALLOC_STATS=1 prints what `pyalloc stats` prints, to the byte (but the pid)."""
+        """PYALLOC_STATS=1 prints what `pyalloc stats` prints, to the byte (but the pid, the times and
+        the resident set sizes)."""
         r = self.ok(self.lib_run([A.prog, "alloc", "1000", "200"], PYALLOC_STATS="1", PYTHONMALLOC="malloc"))
         out = os.path.join(work("oneformat"), "report.txt")
         self.ok(pa("stats", "-o", out, "--", A.prog, "alloc", "1000", "200"))
         with open(out) as f:
             text = f.read()
-        unpid = lambda t: re.sub(r"report: pid \d+ ", "report: pid N ", t)  # noqa: E731
+        # the pid, and the moments and resident sizes of the live line, differ from run to run
+        unpid = lambda t: re.sub(r"\(RSS [\d.]+ \w+\) at \d+\.\d{3} s", "(RSS R) at T s",  # noqa: E731
+                                 re.sub(r"report: pid \d+ ", "report: pid N ", t))
         self.assertEqual(unpid(text), unpid(r.stderr))
+        self.assertEqual(unpid(text).count("(RSS R) at T s"), 2, text)
         self.assertIn(" report: pid ", text)
 
     def test_sizes_in_human_units_match_the_json(self):
@@ -776,22 +783,31 @@ class Report(Case):
         self.assertIn(" report: pid ", r.stderr)
 
     def test_descriptors(self):
-        """No report asked for: the program sees the descriptors it would without pyalloc. A report to
-        stderr: one more, close-on-exec, numbered from 100. A report to a file: none more."""
+        """The publication for `pyalloc top`: one descriptor more, at 800 or above, close-on-exec, the
+        memfd named pyalloc; none with PYALLOC_PUBLISH=0. A report to stderr: one more, close-on-exec,
+        numbered from 100. A report to a file: none more."""
         def fds(env):
             r = self.ok(run([A.prog, "fds"], env=env))
             nums = sorted(int(x) for x in re.search(r"^fds=(.*)$", r.stdout, re.M).group(1).split())
-            cloexec = dict((int(a), b == "1") for a, b in re.findall(r"^fd=(\d+) cloexec=(\d)$", r.stdout, re.M))
-            return nums, cloexec
+            info = dict((int(a), (b == "1", c)) for a, b, c in re.findall(r"^fd=(\d+) cloexec=(\d) link=(.*)$",
+                                                                          r.stdout, re.M))
+            return nums, info
         base, _ = fds(clean_env())
-        self.assertEqual(fds(preload_env())[0], base)
-        self.assertEqual(fds(preload_env(PYALLOC_STATS="0"))[0], base)
-        self.assertEqual(fds(preload_env(PYALLOC_STATS="json", PYALLOC_STATS_FILE=os.devnull))[0], base)
-        nums, cloexec = fds(preload_env(PYALLOC_STATS="1"))
+        nums, info = fds(preload_env())
+        extra = sorted(set(nums) - set(base))
+        self.assertEqual(len(extra), 1, (nums, base))
+        self.assertGreaterEqual(extra[0], 800)
+        self.assertEqual(info[extra[0]], (True, "/memfd:pyalloc (deleted)"))
+        self.assertEqual(fds(preload_env(PYALLOC_STATS="0"))[0], nums)
+        self.assertEqual(fds(preload_env(PYALLOC_PUBLISH="0"))[0], base)
+        self.assertEqual(fds(preload_env(PYALLOC_PUBLISH="0", PYALLOC_STATS="json",
+                                         PYALLOC_STATS_FILE=os.devnull))[0], base)
+        nums, info = fds(preload_env(PYALLOC_PUBLISH="0", PYALLOC_STATS="1"))
         extra = sorted(set(nums) - set(base))
         self.assertEqual(len(extra), 1, (nums, base))
         self.assertGreaterEqual(extra[0], 100)
-        self.assertTrue(cloexec[extra[0]])
+        self.assertLess(extra[0], 800)
+        self.assertTrue(info[extra[0]][0])
 
     def test_started_records(self):
         """With %p in PYALLOC_STATS_FILE, each process writes a record at start-up (and after fork)
@@ -826,6 +842,120 @@ class Report(Case):
 
 
 # ---- plot --------------------------------------------------------------------------------------------
+
+# ---- figures: live bytes, the peak and the timeline of programs whose allocations are known ----------
+
+# The coarse clock the library reads (CLOCK_MONOTONIC_COARSE) lags the program's CLOCK_MONOTONIC by
+# at most one scheduler tick (4 ms at HZ=250, 10 ms at HZ=100).
+CLOCK_SLACK_MS = 12
+
+
+class Figures(Case):
+    def stats_json(self, name, argv):
+        """Runs argv under `pyalloc stats --json -o FILE`: (the report, the program's key=value lines
+        as ints)."""
+        out = os.path.join(work(name), "report.json")
+        r = self.ok(pa("stats", "--json", "-o", out, "--", *argv, timeout=120))
+        with open(out) as f:
+            doc = json.load(f)
+        return doc, {k: int(v) for k, v in common_module().parse_kv(r.stdout).items()}
+
+    def check_timeline(self, doc):
+        """What every timeline holds: times in order, live = small + large, points 100 ms apart at
+        most while the program is busy."""
+        tl = doc["timeline"]
+        self.assertEqual(doc["timeline_interval_ms"], 100)
+        self.assertGreater(len(tl), 5)
+        for a, b in zip(tl, tl[1:]):
+            self.assertLessEqual(a["t_ms"], b["t_ms"])
+        for p in tl:
+            self.assertEqual(p["live_bytes"], p["small_bytes"] + p["large_bytes"], p)
+            self.assertGreater(p["rss_bytes"], 0, p)
+        return tl
+
+    def at(self, doc, ms):
+        """A program's CLOCK_MONOTONIC ms as the report's ms since start."""
+        return ms - doc["start_monotonic_ms"]
+
+    def points(self, doc, lo, hi):
+        """The timeline points between two of the program's markers."""
+        return [p for p in doc["timeline"] if self.at(doc, lo) <= p["t_ms"] <= self.at(doc, hi)]
+
+    def test_c_program(self):
+        """cli_prog figures: 30 MB at its peak (100-byte and 256 KiB blocks, freed), 13 MB leaked
+        (200-byte and 300 KiB blocks). The bytes are the program's own sums of malloc_usable_size."""
+        doc, m = self.stats_json("figures_c", [A.prog, "figures"])
+        tl = self.check_timeline(doc)
+        live, peak = doc["live"], doc["peak"]
+        leak = m["leak_small"] + m["leak_large"]
+        # live at exit: the leak, and what libc keeps (< 16 KiB); small and large apart
+        self.assertEqual(live["bytes"], live["small_bytes"] + live["large_bytes"])
+        self.assertTrue(m["leak_small"] <= live["small_bytes"] <= m["leak_small"] + (16 << 10), (live, m))
+        self.assertTrue(m["leak_large"] <= live["large_bytes"] <= m["leak_large"] + (16 << 10), (live, m))
+        self.assertEqual(doc["passthrough"]["live_bytes"], live["large_bytes"])
+        self.assertEqual(doc["total"]["in_use_bytes"], live["small_bytes"])
+        # the peak: all of peak()'s blocks (the leak came later), plus at most the program's 100 KiB
+        # block of the moment and what libc keeps; reached between peak()'s two markers
+        top = m["peak_small"] + m["peak_large"]
+        self.assertTrue(top <= peak["live_bytes"] <= top + (100 << 10) + (32 << 10), (peak, top))
+        self.assertGreaterEqual(self.at(doc, m["peak_end_ms"]) + CLOCK_SLACK_MS, peak["t_ms"], (peak, m))
+        self.assertLessEqual(self.at(doc, m["peak_begin_ms"]) - CLOCK_SLACK_MS, peak["t_ms"], (peak, m))
+        self.assertGreater(peak["rss_bytes"], top * 0.5)  # read at most once per tick of the coarse clock
+        # the timeline's shape: low before the peak, the peak held while the program held it, low
+        # again after the frees, the leak after leak(), and the leak at exit
+        before = self.points(doc, m["start_ms"], m["peak_begin_ms"] - CLOCK_SLACK_MS)
+        during = self.points(doc, m["peak_end_ms"] + CLOCK_SLACK_MS, m["free_begin_ms"] - CLOCK_SLACK_MS)
+        between = self.points(doc, m["free_end_ms"] + CLOCK_SLACK_MS, m["leak_begin_ms"] - CLOCK_SLACK_MS)
+        after = self.points(doc, m["leak_end_ms"] + CLOCK_SLACK_MS, m["exit_ms"] - CLOCK_SLACK_MS)
+        for phase, pts in (("before", before), ("during", during), ("between", between), ("after", after)):
+            # 500 ms each, a point due every 100 ms: at least one even on a loaded machine
+            self.assertGreaterEqual(len(pts), 1, (phase, tl))
+        for p in before + between:
+            self.assertLess(p["live_bytes"], 1 << 20, p)
+        for p in during:
+            self.assertTrue(top <= p["live_bytes"] <= peak["live_bytes"], (p, top))
+            self.assertGreater(p["rss_bytes"], top * 0.9, p)
+        for p in after:
+            self.assertTrue(leak <= p["live_bytes"] <= leak + (200 << 10), (p, leak))
+        self.assertTrue(leak <= tl[-1]["live_bytes"] <= leak + (32 << 10), tl[-1])  # the point at exit
+        self.assertGreater(tl[-1]["t_ms"], self.at(doc, m["exit_ms"]) - CLOCK_SLACK_MS)
+        # and the text says so too
+        r = self.ok(pa("stats", "-o", "-", "--", A.prog, "figures"))
+        self.assertRegex(r.stdout, r"\nlive: +[\d.]+ MiB \(RSS [\d.]+ MiB\) at \d+\.\d{3} s; peak 3[12]\.\d MiB "
+                                   r"\(RSS [\d.]+ MiB\) at \d+\.\d{3} s\n")
+
+    def test_python_program(self):
+        """tests/cli/figures.py under PYTHONMALLOC=malloc: 34 MB at its peak, 8.6 MB leaked, in objects
+        whose mallocs are known (bytes of 47 bytes: 80 each; list items: 8 each; bytearrays). CPython
+        frees its objects at exit, so the leak is read from the timeline before exit."""
+        script = os.path.join(A.source, "tests", "cli", "figures.py")
+        doc, m = self.stats_json("figures_py", [sys.executable, script])
+        tl = self.check_timeline(doc)
+        base = self.points(doc, m["start_ms"] + CLOCK_SLACK_MS, m["base_end_ms"] - CLOCK_SLACK_MS)
+        self.assertGreaterEqual(len(base), 1, tl)
+        base_live = max(p["live_bytes"] for p in base)  # the interpreter's own, with the program's busy()
+        self.assertGreater(base_live, 500 << 10)  # CPython's objects are pyalloc's (PYTHONMALLOC=malloc)
+        slack = 256 << 10  # what CPython allocates on its own meanwhile (frames, ints, caches)
+        peak = doc["peak"]
+        self.assertLess(abs(peak["live_bytes"] - base_live - m["peak_bytes"]), slack, (peak, base_live, m))
+        self.assertGreaterEqual(self.at(doc, m["peak_end_ms"]) + CLOCK_SLACK_MS, peak["t_ms"], (peak, m))
+        self.assertLessEqual(self.at(doc, m["peak_begin_ms"]) - CLOCK_SLACK_MS, peak["t_ms"], (peak, m))
+        during = self.points(doc, m["peak_end_ms"] + CLOCK_SLACK_MS, m["free_begin_ms"] - CLOCK_SLACK_MS)
+        between = self.points(doc, m["free_end_ms"] + CLOCK_SLACK_MS, m["leak_begin_ms"] - CLOCK_SLACK_MS)
+        after = self.points(doc, m["leak_end_ms"] + CLOCK_SLACK_MS, m["exit_ms"] - CLOCK_SLACK_MS)
+        for phase, pts in (("during", during), ("between", between), ("after", after)):
+            self.assertGreaterEqual(len(pts), 1, (phase, tl))
+        for p in during:
+            self.assertLess(abs(p["live_bytes"] - base_live - m["peak_bytes"]), slack, (p, base_live))
+        for p in between:
+            self.assertLess(abs(p["live_bytes"] - base_live), slack, (p, base_live))
+        for p in after:
+            self.assertLess(abs(p["live_bytes"] - base_live - m["leak_bytes"]), slack, (p, base_live))
+        # the small blocks of the peak: 200,000 bytes objects of 80 bytes, within the slack
+        self.assertLess(abs(max(p["small_bytes"] for p in during) - min(p["small_bytes"] for p in base)
+                            - 200000 * 80), slack)
+        self.assertLess(tl[-1]["live_bytes"], base_live)  # at exit, after CPython freed its objects
+
 
 class Plot(Case):
     def test_png_and_svg(self):
@@ -1019,7 +1149,8 @@ class Man(Case):
             self.assertIn(sub, guide)
 
 
-GROUPS = {"basic": [Basic], "run": [Run], "stats": [Stats], "report": [Report], "plot": [Plot], "bench": [Bench],
+GROUPS = {"basic": [Basic], "run": [Run], "stats": [Stats], "report": [Report], "figures": [Figures],
+          "plot": [Plot], "bench": [Bench],
           "install": [Install], "man": [Man]}
 
 
@@ -1040,7 +1171,7 @@ def main():
     A.work = os.path.abspath(os.path.join(A.work, A.group))
     shutil.rmtree(A.work, ignore_errors=True)
     os.makedirs(A.work)
-    if A.group in ("stats", "report", "plot"):
+    if A.group in ("stats", "report", "plot", "figures"):
         if not lib_has_stats():
             print("SKIP: %s has no PYALLOC_STATS support yet (the library's statistics): nothing to report"
                   % A.lib)
