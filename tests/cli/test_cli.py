@@ -17,7 +17,7 @@
            asked for, started records of processes that leave no report
   figures  live bytes at exit, the peak and its time, the timeline's shape, of a C program and a Python
            program whose allocations are known (a peak in one function, a leak in another)
-  plot     stats --plot: a PNG and an SVG drawn by gnuplot
+  plot     stats --plot: a PNG and an SVG drawn by gnuplot (memory over time, and per class)
   bench    bench: --help, --list, --quick on one small benchmark
   install  cmake --install into a scratch prefix: the installed copy finds its library (also moved
            elsewhere), knows its version, runs, and runs the installed benchmark runner
@@ -973,7 +973,8 @@ class Plot(Case):
         with open(svg) as f:
             text = f.read()
         self.assertIn("<svg", text)
-        for label in ("blocks allocated per size class", "memory held per size class", ">200<", ">504<"):
+        for label in ("memory over time", ">live (small blocks + passed to glibc)<", ">RSS<", ">peak ",
+                      "memory per size class", ">200<", ">504<"):
             self.assertIn(label, text)  # classic mode: every 8-byte class on the axis
         # a relative plot path is relative to the caller's directory, and CMD's failure still plots
         r = self.status(pa("stats", "--plot", "rel.svg", "-o", os.devnull, "--", A.prog, "exit", "4", cwd=d), 4)
@@ -1036,7 +1037,7 @@ class Install(Case):
             svg = os.path.join(d, "installed.svg")
             self.ok(pa("stats", "--plot", svg, "-o", os.devnull, "--", A.prog, "alloc", "100", "200", cmd=exe))
             with open(svg) as f:
-                self.assertIn("blocks allocated per size class", f.read())
+                self.assertIn("memory over time", f.read())
         # the installed benchmark runner and programs
         bench = os.path.join(moved, "share", "pyalloc", "bench", "run.py")
         if os.path.isfile(bench):

@@ -254,7 +254,7 @@ EOF
     if command -v gnuplot >/dev/null 2>&1; then
         "$PA" stats --plot "$WORK/classes.svg" -o /dev/null -- "$WORK/plain" alloc 100 200 >/dev/null ||
             fail "pyalloc stats --plot failed"
-        grep -q "blocks allocated per size class" "$WORK/classes.svg" || fail "pyalloc stats --plot drew no chart"
+        grep -q "memory over time" "$WORK/classes.svg" || fail "pyalloc stats --plot drew no chart"
         echo "  pyalloc stats --plot: drawn with the installed share/pyalloc/tools/pyalloc_common.py"
     fi
 else
