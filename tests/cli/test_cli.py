@@ -17,6 +17,9 @@
            asked for, started records of processes that leave no report
   figures  live bytes at exit, the peak and its time, the timeline's shape, of a C program and a Python
            program whose allocations are known (a peak in one function, a leak in another)
+  top      top --once (--json) against running programs: their figures, a forked child's own; the
+           live view in a pseudo-terminal; no such process (3), another user's (4, with setpriv as
+           root), not pyalloc (5), not publishing (6), another layout (7), usage (2)
   plot     stats --plot: a PNG and an SVG drawn by gnuplot (memory over time, and per class)
   bench    bench: --help, --list, --quick on one small benchmark
   install  cmake --install into a scratch prefix: the installed copy finds its library (also moved
@@ -25,8 +28,8 @@
            command and PYALLOC_* variable; docs/command.md covers every command
 
 usage: test_cli.py --source DIR --build DIR --lib LIB --prog PROG --work DIR [--cmake CMAKE] GROUP
-Exit status 0: passed, 1: failed, 77: skipped (stats, report, figures and plot, while the library
-under test has no PYALLOC_STATS support). Python 3 standard library only.
+Exit status 0: passed, 1: failed, 77: skipped (stats, report, figures, top and plot, while the
+library under test has no PYALLOC_STATS support). Python 3 standard library only.
 """
 import argparse
 import json
@@ -42,6 +45,7 @@ import unittest
 A = None  # the parsed arguments
 SKIP = 77
 TIMEOUT = 120
+EXIT_USAGE_STATUS = 2
 
 
 def clean_env(**extra):
@@ -957,6 +961,278 @@ class Figures(Case):
         self.assertLess(tl[-1]["live_bytes"], base_live)  # at exit, after CPython freed its objects
 
 
+# ---- top: a running process read from outside -----------------------------------------------------
+
+TOP_STATUS = {"no_process": 3, "other_user": 4, "not_pyalloc": 5, "not_publishing": 6, "version": 7}
+
+
+class Target:
+    """A process to read: started, waited for until it says it is ready, killed at the end."""
+
+    def __init__(self, argv, env, ready=r"ready"):
+        self.proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.line = self.proc.stdout.readline()
+        if not re.search(ready, self.line):
+            self.stop()
+            raise AssertionError("the target did not start: %r %r" % (self.line, self.proc.stderr.read()))
+        self.kv = {k: int(v) for k, v in common_module().parse_kv(self.line).items() if v.isdigit()}
+        self.pid = self.proc.pid
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+class Top(Case):
+    def hold(self, n=20000, size=100, secs=30, **env):
+        """cli_prog holding n blocks of size bytes and 1 MiB, preloaded, busy (points every 100 ms)."""
+        t = Target([A.prog, "hold", str(n), str(size), str(secs)], preload_env(**env))
+        self.addCleanup(t.stop)
+        time.sleep(0.35)  # a timeline point after the blocks were taken
+        return t
+
+    def once_json(self, pid, **kw):
+        r = self.ok(pa("top", "--once", "--json", str(pid), **kw))
+        return json.loads(r.stdout)
+
+    def test_once_json(self):
+        """One snapshot, as JSON on stdout: the blocks the target holds, in the class they went to, live
+        bytes, RSS, the timeline; the keys of the library's report."""
+        t = self.hold()
+        doc = self.once_json(t.pid)
+        self.assertEqual(doc["pid"], t.pid)
+        self.assertEqual(doc["exe"], os.path.realpath(A.prog))
+        self.assertEqual((doc["pyalloc"], doc["layout"], doc["alignment"], doc["page_size"]),
+                         (header_version(), 1, 16, 32768))
+        held = t.kv["bytes"]  # 20,000 x 112 (the class of 100 bytes) + 1 MiB, by malloc_usable_size
+        live = doc["live"]
+        self.assertEqual(live["bytes"], live["small_bytes"] + live["large_bytes"])
+        # plus what libc keeps, and the program's 100 KiB block of the moment
+        self.assertTrue(held <= live["bytes"] <= held + (100 << 10) + (32 << 10), (live, held))
+        row = next(c for c in doc["classes"] if c["size"] == 112)
+        self.assertTrue(20000 <= row["in_use"] <= 20000 + 64, row)
+        self.assertEqual(row["allocs"] - row["frees"], row["in_use"])
+        self.assertGreaterEqual(doc["peak"]["live_bytes"], live["bytes"])
+        self.assertGreater(doc["rss_bytes"], held * 0.9)  # read from /proc now: the blocks were written
+        self.assertLess(doc["snapshot_age_ms"], 2000)  # a point every 100 ms while the target is busy
+        tl = doc["timeline"]
+        self.assertGreaterEqual(len(tl), 2)
+        self.assertEqual([p["t_ms"] for p in tl], sorted(p["t_ms"] for p in tl))
+        self.assertTrue(held <= tl[-1]["live_bytes"] <= held + (132 << 10), tl[-1])
+        # the figures move with the program: read again later, the timeline has grown
+        time.sleep(0.3)
+        again = self.once_json(t.pid)
+        self.assertGreater(again["snapshots"], doc["snapshots"])
+        self.assertGreater(again["t_ms"], doc["t_ms"])
+
+    def test_once_text(self):
+        """--once without --json: the frame of the live view, once, without escape sequences."""
+        t = self.hold()
+        r = self.ok(pa("top", "--once", str(t.pid)))
+        self.assertNotIn("\x1b", r.stdout)
+        self.assertTrue(r.stdout.startswith("pyalloc top: pid %d (%s hold 20000 100 30), pyalloc %s, up "
+                                            % (t.pid, os.path.basename(A.prog), header_version())), r.stdout)
+        self.assertRegex(r.stdout, r"\nlive: +3\.\d MiB \(small blocks 2\.\d MiB, passed to glibc 1\.\d MiB\)")
+        self.assertRegex(r.stdout, r"(?m)^ +112 +\d+ +\d+ +200\d\d +\d+ +[\d.]+ MiB +2\.\d MiB$")
+
+    def test_live_view_in_a_terminal(self):
+        """The live view in a pseudo-terminal: the alternate screen, the figures, redrawn, and q quits."""
+        import pty
+        import select
+        import struct
+        import fcntl
+        import termios
+        t = self.hold()
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execve(A.command, [A.command, "top", "--interval", "0.2", str(t.pid)], clean_env(TERM="xterm"))
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        out, deadline = b"", time.time() + 20
+        while out.count(b"(q quits") < 3 and time.time() < deadline:  # three frames
+            if select.select([fd], [], [], 1)[0]:
+                out += os.read(fd, 65536)
+        os.write(fd, b"q")
+        while time.time() < deadline:
+            if not select.select([fd], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the other side closed: top exited
+                break
+            if not chunk:
+                break
+            out += chunk
+        if time.time() >= deadline:  # top did not quit: the test fails, without waiting for ever
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        text = out.decode(errors="replace")
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0, text[-2000:])
+        self.assertGreaterEqual(text.count("(q quits; every 0.2 s)"), 3, text[-2000:])
+        self.assertTrue(text.startswith("\x1b[?1049h"), text[:100])  # the alternate screen, and back
+        self.assertTrue(text.rstrip().endswith("\x1b[?1049l"), text[-100:])
+        self.assertIn("pyalloc top: pid %d (cli_prog hold 20000 100 30)" % t.pid, text)
+        self.assertRegex(text, r"live: +3\.\d MiB")
+        self.assertRegex(text, r"live +[\d.]+ MiB \|[ ▁▂▃▄▅▆▇█]+\|")  # the graph, 120 - 24 columns wide
+        self.assertTrue(re.search(r"\|([ ▁▂▃▄▅▆▇█]{96})\|", text), text[-3000:])
+        self.assertIsNone(t.proc.poll())  # the target ran on, untouched
+
+    def test_live_view_ends_with_the_process(self):
+        """The target exits: the live view says so and exits 0."""
+        import pty
+        import select
+        t = self.hold(secs=1)
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execve(A.command, [A.command, "top", "--interval", "0.1", str(t.pid)], clean_env(TERM="xterm"))
+        out, deadline = b"", time.time() + 20
+        while time.time() < deadline:
+            if not select.select([fd], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        if time.time() >= deadline:  # top did not quit: the test fails, without waiting for ever
+            os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        text = out.decode(errors="replace")
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0, text[-2000:])
+        self.assertIn("pyalloc top: process %d exited" % t.pid, text)
+        self.assertIsNotNone(t.proc.poll())
+
+    def test_forked_child_publishes_its_own(self):
+        """A forked child has its own publication (its pid, its own timeline), at the descriptor number
+        of its parent's, which goes on with its own figures."""
+        script = ("import os, sys, time\n"
+                  "a = bytearray(3 << 20); a[::4096] = b'1' * len(a[::4096])\n"
+                  "r, w = os.pipe()\n"
+                  "child = os.fork()\n"
+                  "if child == 0:\n"
+                  "    b = bytearray(7 << 20); b[::4096] = b'1' * len(b[::4096])\n"
+                  "    os.write(w, b'x')\n"
+                  "else:\n"
+                  "    os.read(r, 1); print('ready child=%d' % child, flush=True)\n"
+                  "end = time.time() + 30\n"
+                  "while time.time() < end:\n"
+                  "    bytearray(100 << 10); time.sleep(0.02)\n")
+        t = Target([sys.executable, "-c", script], preload_env(PYTHONMALLOC="malloc"))
+        self.addCleanup(t.stop)
+        parent, child = t.pid, t.kv["child"]
+        self.addCleanup(lambda: os.kill(child, signal.SIGKILL) if os.path.exists("/proc/%d" % child) else None)
+        time.sleep(0.35)
+        mom, kid = self.once_json(parent), self.once_json(child)
+        self.assertEqual((mom["pid"], kid["pid"]), (parent, child))
+        self.assertTrue((3 << 20) <= mom["live"]["large_bytes"] < (7 << 20), mom["live"])
+        self.assertGreaterEqual(kid["live"]["large_bytes"], 10 << 20)  # its parent's 3 MiB, and its 7
+        self.assertGreater(kid["start_unix_ms"], mom["start_unix_ms"])  # its own timeline, from the fork
+        self.assertLess(kid["timeline"][0]["t_ms"], 200)
+        links = {}
+        for p in (parent, child):
+            fds = [int(n) for n in os.listdir("/proc/%d/fd" % p)
+                   if os.readlink("/proc/%d/fd/%s" % (p, n)) == "/memfd:pyalloc (deleted)"]
+            self.assertEqual(len(fds), 1, (p, fds))
+            links[p] = (fds[0], os.stat("/proc/%d/fd/%d" % (p, fds[0])).st_ino)
+        self.assertEqual(links[parent][0], links[child][0])  # the same number ...
+        self.assertNotEqual(links[parent][1], links[child][1])  # ... another file
+
+    def test_no_such_process(self):
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        r = self.status(pa("top", "--once", str(dead.pid)), TOP_STATUS["no_process"])
+        self.assertEqual(r.stderr, "pyalloc top: no process %d\n" % dead.pid)
+        self.assertEqual(r.stdout, "")
+        # and one killed while top is away: nothing of its publication is left to find
+        t = self.hold()
+        self.ok(pa("top", "--once", str(t.pid)))
+        t.proc.kill()
+        t.proc.wait()
+        self.status(pa("top", "--once", "--json", str(t.pid)), TOP_STATUS["no_process"])
+
+    def test_another_users_process(self):
+        """Only the target's user, or root, can read it: as root, a process of root read by nobody
+        (setpriv), and a process of nobody read by root."""
+        if os.getuid() != 0:  # a process of another user: any will do, pyalloc or not
+            other = next((int(n) for n in os.listdir("/proc") if n.isdigit()
+                          and os.stat("/proc/" + n).st_uid != os.getuid()), None)
+            self.assertIsNotNone(other, "no process of another user to read")
+            r = self.status(pa("top", "--once", str(other)), TOP_STATUS["other_user"])
+            self.assertIn("only that user or root can read it", r.stderr)
+            return
+        self.assertIsNotNone(shutil.which("setpriv"), "setpriv (util-linux) is missing")
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
+        t = self.hold()
+        r = self.status(run(nobody + [sys.executable, A.command, "top", "--once", str(t.pid)]),
+                        TOP_STATUS["other_user"])
+        self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
+        self.assertRegex(r.stderr, r"^pyalloc top: process %d \(cli_prog hold 20000 100 30\) belongs to root: only that "
+                                   r"user or root can read it\n$" % t.pid)
+        t2 = Target(nobody + [A.prog, "hold", "100", "100", "30"], preload_env())
+        self.addCleanup(t2.stop)
+        time.sleep(0.35)
+        self.assertEqual(self.once_json(t2.pid)["pid"], t2.pid)  # root reads nobody's
+
+    def test_not_running_pyalloc(self):
+        t = Target(["sh", "-c", "echo ready; exec sleep 30"], clean_env())
+        self.addCleanup(t.stop)
+        r = self.status(pa("top", "--once", str(t.pid)), TOP_STATUS["not_pyalloc"])
+        self.assertEqual(r.stderr, "pyalloc top: process %d (sleep 30) is not running pyalloc (no libpyalloc in its "
+                                   "memory and no publication among its descriptors)\n" % t.pid)
+
+    def test_publishing_off(self):
+        t = self.hold(PYALLOC_PUBLISH="0")
+        r = self.status(pa("top", "--once", str(t.pid)), TOP_STATUS["not_publishing"])
+        self.assertIn("runs with PYALLOC_PUBLISH=0: it publishes nothing for top", r.stderr)
+        # a program that closed every descriptor it did not open
+        t = Target([sys.executable, "-c",
+                    "import os, time; os.closerange(3, 4096); print('ready', flush=True); time.sleep(30)"],
+                   preload_env(PYTHONMALLOC="malloc"))
+        self.addCleanup(t.stop)
+        r = self.status(pa("top", "--once", str(t.pid)), TOP_STATUS["not_publishing"])
+        self.assertIn("runs pyalloc, but closed the descriptor it publishes through", r.stderr)
+
+    def test_version_mismatch(self):
+        """A publication of another layout (here, made by hand with a memfd named pyalloc): the
+        message names the target's version and layout and this command's."""
+        maker = ("import os, struct, sys, time\n"
+                 "fd = os.memfd_create('pyalloc')\n"
+                 "os.ftruncate(fd, 4096)\n"
+                 "magic = int(sys.argv[1], 16)\n"
+                 "os.pwrite(fd, struct.pack('<QII16sQQQ12I', magic, 99, 112, b'9.9.9', os.getpid(), 0, 0, *[0] * 12), 0)\n"
+                 "print('ready', flush=True)\n"
+                 "time.sleep(30)\n")
+        t = Target([sys.executable, "-c", maker, "0a636f6c6c617970"], clean_env())
+        self.addCleanup(t.stop)
+        r = self.status(pa("top", "--once", "--json", str(t.pid)), TOP_STATUS["version"])
+        self.assertEqual(r.stdout, "")
+        self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
+        self.assertIn("runs pyalloc 9.9.9, whose publication has layout 99; this pyalloc top (%s) reads layout 1"
+                      % header_version(), r.stderr)
+        bad = Target([sys.executable, "-c", maker, "1234"], clean_env())
+        self.addCleanup(bad.stop)
+        r = self.status(pa("top", "--once", str(bad.pid)), TOP_STATUS["version"])
+        self.assertIn("does not start with pyalloc's magic number", r.stderr)
+
+    def test_usage(self):
+        t = self.hold()
+        for args, msg in ((["top"], "no process id given"),
+                          (["top", "abc"], "top needs one process id (got 'abc')"),
+                          (["top", "--json", str(t.pid)], "--json goes with --once"),
+                          (["top", "--interval", "0", str(t.pid)], "--interval needs seconds from 0.05 to 3600"),
+                          (["top", str(t.pid)], "standard output is not a terminal")):
+            r = self.status(pa(*args), EXIT_USAGE_STATUS)
+            self.assertIn(msg, r.stderr.splitlines()[0], args)
+        self.ok(pa("top", "--help"))
+        self.assertIsNone(t.proc.poll())
+
+
 class Plot(Case):
     def test_png_and_svg(self):
         if not shutil.which("gnuplot"):
@@ -1104,11 +1380,11 @@ class Man(Case):
 
     def test_documents_every_command_and_option(self):
         commands = self.section("COMMANDS")
-        for sub in ("run", "stats", "bench", "lib", "help"):
+        for sub in ("run", "stats", "top", "bench", "lib", "help"):
             self.assertRegex(commands, r"(?m)^\.B.*\b%s\b" % sub, sub)
         options = self.section("OPTIONS") + commands
         opts = ["--lib", "--stats", "--stats-file", "--json", "--plot", "--output", "--all", "--help", "--version",
-                "--pymalloc"]
+                "--pymalloc", "--once", "--interval"]
         opts += [option_of(n) for n in documented_variables()]
         for opt in opts:
             self.assertIn(opt.replace("-", r"\-"), options, opt)
@@ -1116,6 +1392,8 @@ class Man(Case):
         status = self.section("EXIT STATUS")
         for code in ("125", "126", "127", "128"):
             self.assertIn(code, status)
+        for code in range(3, 8):  # top's
+            self.assertRegex(status, r"(?m)^\.B %d\n\.BR top :" % code)
 
     def test_documents_every_variable(self):
         """Every PYALLOC_* variable the library reads (src/), docs/options.md lists or the command reads."""
@@ -1146,11 +1424,11 @@ class Man(Case):
     def test_user_guide(self):
         with open(os.path.join(A.source, "docs", "command.md")) as f:
             guide = f.read()
-        for sub in ("pyalloc run", "pyalloc stats", "pyalloc bench", "pyalloc lib"):
+        for sub in ("pyalloc run", "pyalloc stats", "pyalloc top", "pyalloc bench", "pyalloc lib"):
             self.assertIn(sub, guide)
 
 
-GROUPS = {"basic": [Basic], "run": [Run], "stats": [Stats], "report": [Report], "figures": [Figures],
+GROUPS = {"basic": [Basic], "run": [Run], "stats": [Stats], "report": [Report], "figures": [Figures], "top": [Top],
           "plot": [Plot], "bench": [Bench],
           "install": [Install], "man": [Man]}
 
@@ -1172,7 +1450,7 @@ def main():
     A.work = os.path.abspath(os.path.join(A.work, A.group))
     shutil.rmtree(A.work, ignore_errors=True)
     os.makedirs(A.work)
-    if A.group in ("stats", "report", "plot", "figures"):
+    if A.group in ("stats", "report", "plot", "figures", "top"):
         if not lib_has_stats():
             print("SKIP: %s has no PYALLOC_STATS support yet (the library's statistics): nothing to report"
                   % A.lib)
