@@ -82,6 +82,15 @@ struct pa_stats {
                                           reused; a heap's own spare pages do not count) */
     unsigned long long pages_returned; /* empty pages given back to the pool, ever */
     unsigned long long pages_adopted;  /* abandoned pages taken over by a live thread, ever */
+    /* Live bytes and the peak (0.1.0 with issue 11; absent from a smaller struct, as above): */
+    unsigned long long passthrough_live; /* usable bytes of the system allocator's blocks live now */
+    unsigned long long live_bytes;       /* in_use_bytes + passthrough_live */
+    unsigned long long rss_bytes;        /* resident set size now (/proc/self/statm; 0 without /proc) */
+    unsigned long long t_ms;             /* ms since pyalloc started in this process (or forked) */
+    unsigned long long peak_live_bytes;  /* the highest live_bytes evaluated (docs/design.md says when,
+                                            and by how much the true peak may exceed it) ... */
+    unsigned long long peak_t_ms;        /* ... when (ms since start) ... */
+    unsigned long long peak_rss_bytes;   /* ... and the resident set size then */
     /* The background thread that gives memory back while the program is idle (PYALLOC_BACKGROUND): */
     unsigned long long bg_state;                                 /* PA_BG_STATE_* */
     unsigned long long bg_wakeups;

@@ -182,6 +182,8 @@ void pa_pool_tick(void) {
     uint32_t deadline = atomic_load_explicit(&pool_deadline, memory_order_relaxed);
     if (deadline == UINT32_MAX) return;
     uint32_t now = pa_clock_ms();
+    /* Pages are waiting in the pool: memory has shrunk, a moment for the timeline (monitor.c). */
+    if (pa_mon_due(now)) pa_mon_point();
     if ((int32_t)(now - deadline) < 0) return;
     pthread_mutex_lock(&pa_pool_lock);
     pool_expire(now);

@@ -310,6 +310,7 @@ static void *bg_main(void *arg) {
         uint32_t next = pool_step(now);
         next = earliest(next, sys_step(now));
         next = earliest(next, compact_step(now));
+        next = earliest(next, pa_mon_poll()); /* the timeline's points while the program idles */
         bg_sleep(seq, now, next);
     }
     return NULL;

@@ -70,7 +70,9 @@ typedef struct pa_options {
     int background;        /* PYALLOC_BACKGROUND: PA_BG_AUTO, PA_BG_ON or PA_BG_OFF */
     size_t glibc_trim;     /* PYALLOC_GLIBC_TRIM_KB in bytes: fresh free memory in glibc's heap worth a
                               malloc_trim once the program is quiet; 0: never */
-    int stats;             /* PYALLOC_STATS: 0 no report, 1 text, 2 json, at exit */
+    int stats;             /* PYALLOC_STATS: 0 no report, 1 text, 2 json, 3 both, at exit */
+    bool publish;          /* PYALLOC_PUBLISH: the figures for `pyalloc top` (monitor.c) */
+    uint32_t timeline_ms;  /* PYALLOC_TIMELINE_MS: between timeline points, at first */
     char stats_file[1024]; /* PYALLOC_STATS_FILE, copied at start-up; "" = stderr */
 } pa_options;
 extern pa_options pa_opt;
@@ -239,12 +241,12 @@ void pa_heap_adopt_page(pa_heap *h, pa_page *pg);   /* under abandoned_lock: pg 
 void pa_heap_unabandon(pa_page *pg);                /* under abandoned_lock: off its abandoned list */
 void pa_heap_thread_exit(void *arg);
 #if PA_STATS
-void pa_heap_sys_first(size_t n) PA_COLD; /* a passthrough request of a thread without a heap */
+void pa_heap_sys_first(size_t n, uint64_t live) PA_COLD; /* a passthrough request of a thread without a heap */
 #endif
 
 /* ---- stats.c: counters kept per thread (in its heap), merged when read ---- */
 #if PA_STATS
-extern _Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes;
+extern _Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes, pa_orphan_sys_live;
 extern _Atomic uint64_t pa_orphan_nfree[PA_NCLASS];
 /* A small block of class cls freed on a slow path, counted in the freeing thread's heap (the fast
  * path counts its own), or in the shared orphan counters for a thread without one. */
@@ -252,19 +254,24 @@ static inline void pa_stat_free(pa_heap *me, uint32_t cls) {
     if (pa_likely(me->live)) me->nfree[cls]++;
     else atomic_fetch_add_explicit(&pa_orphan_nfree[cls], 1, memory_order_relaxed);
 }
-static inline void pa_stat_sys(size_t n) {
+/* A request of n bytes served by the system allocator, after the call: calls and bytes asked, and
+ * the bytes of its blocks live, up by delta (modulo 2^64: a free or a realloc adds minus what the
+ * old block held). Counted in this thread's heap: one thread-local load for all three. */
+static inline void pa_stat_sys(size_t n, uint64_t delta) {
     pa_heap *h = pa_tls_heap;
     if (pa_likely(h->live)) {
         h->sys_calls++;
-        __asm__("" : "+m"(h->sys_calls)); /* two adds to memory, not seven SSE instructions */
+        __asm__("" : "+m"(h->sys_calls)); /* three adds to memory, not SSE instructions */
         h->sys_bytes += n;
+        __asm__("" : "+m"(h->sys_bytes));
+        h->sys_live += delta;
     } else {
-        pa_heap_sys_first(n); /* no heap yet: attach one, so the next calls count without atomics */
+        pa_heap_sys_first(n, delta); /* no heap yet: attach one, so the next calls count without atomics */
     }
 }
 #define PA_STAT(x) x
 #else
-static inline void pa_stat_sys(size_t n) { (void)n; }
+static inline void pa_stat_sys(size_t n, uint64_t delta) { (void)n, (void)delta; }
 static inline void pa_stat_free(pa_heap *me, uint32_t cls) { (void)me, (void)cls; }
 #define PA_STAT(x) ((void)0)
 #endif
@@ -273,6 +280,41 @@ extern _Atomic uint64_t pa_orphan_remote_frees;
 void pa_stat_page(uint32_t cls, int delta);
 void pa_stats_at_exit(void); /* the PYALLOC_STATS report, if asked for */
 uint64_t pa_stats_sys_bytes(void); /* bytes asked of glibc, all heaps; UINT64_MAX if not counted */
+/* Bytes live now: small blocks (blocks out x class size) and glibc blocks (usable sizes), for the
+ * peak's evaluations (monitor.c, one thread at a time). pa_stats_get reads the same counters. */
+void pa_live_bytes(uint64_t *small, uint64_t *large);
+
+/* ---- monitor.c: the peak, the timeline and their publication for `pyalloc top` ---- */
+/* A heap is about to take a page from outside its own lists (an abandoned page, an idle one, a
+ * spare, the pool): a moment memory may have grown. Called by page.c's slow path. */
+void pa_stat_growth(pa_heap *h);
+/* A passthrough request of n >= PA_PEAK_LARGE bytes was served to this thread. */
+void pa_stat_large(size_t n) PA_COLD;
+void pa_stat_large_free(void) PA_COLD; /* ... and one of them is about to be freed */
+/* The pool clock (pa_clock_ms) at which the next timeline point is due, and the test for it that
+ * slow paths may make where they read that clock anyway (arena.c's pa_pool_tick). */
+extern _Atomic uint32_t pa_mon_next;
+static inline bool pa_mon_due(uint32_t now) {
+    return (int32_t)(now - atomic_load_explicit(&pa_mon_next, memory_order_relaxed)) >= 0;
+}
+void pa_mon_point(void); /* a point now (unless another thread is taking one) */
+/* For a helper thread (issue 10's background thread): takes the point that is due, if one is, and
+ * returns the pool clock at which the next one is due. */
+uint32_t pa_mon_poll(void);
+void pa_mon_final(void); /* the point at exit, before the report */
+typedef struct pa_mon_now {
+    uint64_t peak_live, peak_t_ms, peak_rss; /* the highest live figure evaluated, when, RSS then */
+    uint64_t t_ms, rss;                      /* ms since start, and the resident set size, now */
+    uint64_t start_ms;                       /* CLOCK_MONOTONIC at start (or fork), ms */
+} pa_mon_now;
+void pa_mon_read(pa_mon_now *out);
+uint64_t pa_mon_start_ms(void);
+/* The timeline, for the report: *n points of PA_MON_POINT_FIELDS values each (t_ms, live, rss,
+ * small, large, given back), and the interval between points now; between pa_mon_hold and
+ * pa_mon_release no point is added or merged. NULL when there is none. */
+#define PA_MON_POINT_FIELDS 6
+const uint64_t *pa_mon_hold(size_t *n, uint64_t *interval_ms);
+void pa_mon_release(void);
 
 /* ---- free.c ---- */
 _Noreturn void pa_free_invalid(const char *fn, const void *p) PA_COLD;
@@ -306,18 +348,34 @@ __attribute__((visibility("default"))) void free(void *);
 #define PA_SYS_REALLOC realloc
 #define PA_SYS_FREE free
 #endif
-/* Inlined into their callers: one jump to glibc, not two. Every request that reaches the system
- * allocator is counted: calls, and the bytes asked of it (for realloc past 512 bytes, the rounded
- * size of alloc.c's realloc_size, not the program's). */
-static inline void *pa_sys_malloc(size_t n) {
-    pa_stat_sys(n);
-    return PA_SYS_MALLOC(n);
+#if PA_STATS
+/* The bytes glibc's block p holds: its usable size, as glibc's malloc_usable_size computes it from
+ * the chunk header in the word before the block (size | flags; an mmapped chunk, flag 2, has a
+ * 16-byte header, any other an 8-byte one). Read the same way when glibc hands the block out and
+ * when it is freed, so the sum of what was added and taken away is exactly what is live. */
+static inline size_t pa_sys_block_bytes(const void *p) {
+#if PA_PASSTHROUGH_LIBC
+    size_t sz = ((const size_t *)p)[-1];
+    return (sz & ~(size_t)7) - 8 - ((sz & 2) << 2);
+#else
+    extern __attribute__((visibility("default"))) size_t malloc_usable_size(void *);
+    return malloc_usable_size((void *)p);
+#endif
 }
-static inline void *pa_sys_calloc(size_t n, size_t s) {
-    pa_stat_sys(n * s);
-    return PA_SYS_CALLOC(n, s);
-}
-/* free and realloc of glibc's blocks go through a table the background thread may point at its hooks
+#define PA_SYS_BYTES(p) ((p) ? pa_sys_block_bytes(p) : 0)
+#else
+#define PA_SYS_BYTES(p) ((void)(p), (size_t)0)
+#endif
+
+/* Every request that reaches the system allocator is counted: calls, and the bytes asked of it
+ * (for realloc past 512 bytes, the rounded size of alloc.c's realloc_size, not the program's); and
+ * what it holds while live (usable bytes). Out of line (passthrough.c): what follows glibc's call
+ * would otherwise make the inlined fast paths of malloc and free save registers for it. */
+void *pa_sys_malloc(size_t n);
+void *pa_sys_calloc(size_t n, size_t s);
+void *pa_sys_realloc(void *p, size_t n);
+void pa_sys_free(void *p);
+/* glibc's free and realloc are reached through a table the background thread may point at its hooks
  * while it waits for glibc's heap to go quiet (background.c): one indirect jump, as through the GOT. */
 typedef struct pa_sys_table {
     void (*free)(void *);
@@ -325,11 +383,6 @@ typedef struct pa_sys_table {
     char rest_of_page[PA_OS_PAGE - 2 * sizeof(void *)]; /* nothing else on the page */
 } pa_sys_table;
 extern PA_HIDDEN pa_sys_table pa_sys_tab; /* on a page kept read-only */
-static inline __attribute__((always_inline)) void *pa_sys_realloc(void *p, size_t n) {
-    pa_stat_sys(n);
-    return pa_sys_tab.realloc(p, n);
-}
-static inline __attribute__((always_inline)) void pa_sys_free(void *p) { pa_sys_tab.free(p); }
 void *pa_sys_memalign(size_t a, size_t n);
 void *pa_sys_valloc(size_t n);
 void *pa_sys_pvalloc(size_t n);

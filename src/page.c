@@ -272,6 +272,7 @@ static pa_page *queue_find(pa_heap *h, uint32_t cls) {
             queue_take_notified(h);
             if (h->avail[cls].head) continue;
         }
+        pa_stat_growth(h); /* a page from elsewhere: memory may have grown (monitor.c) */
         if ((pg = pa_heap_adopt(h, cls)) != NULL) {
             pa_page_list_push(&h->avail[cls], pg);
             queue_refresh_direct(h, cls);

@@ -142,11 +142,15 @@ typedef struct pa_heap {
     uint32_t idle_since[PA_NCLASS]; /* epoch at which the class's current page went empty */
     pa_page_list spare;          /* empty pages kept back from the pool */
     pa_heap_stats stats;
+    int64_t peak_left;           /* bytes of new pages and large requests before this heap evaluates
+                                    the peak again (monitor.c) */
 #if PA_STATS
     /* Counted by this thread only, summed over every heap when read (stats.c). */
     uint64_t nalloc[PA_NDIRECT]; /* small blocks handed out, by request size: class and rounding */
     uint64_t nfree[PA_NCLASS];   /* small blocks this thread freed, by class (into any page) */
     uint64_t sys_calls, sys_bytes; /* requests passed to the system allocator */
+    uint64_t sys_live;           /* usable bytes of glibc blocks: + those this thread got, - those
+                                    it freed (modulo 2^64: the sum over the heaps is what is live) */
 #endif
 } pa_heap;
 

@@ -83,6 +83,9 @@ static bool option_range(const char *name, unsigned long long *min, unsigned lon
         *max = PA_DIRTY_RATIO_MAX;
     } else if (strcmp(name, "PYALLOC_GLIBC_TRIM_KB") == 0) {
         *max = PA_GLIBC_TRIM_MAX >> 10;
+    } else if (strcmp(name, "PYALLOC_TIMELINE_MS") == 0) {
+        *min = PA_TIMELINE_MS_MIN;
+        *max = PA_TIMELINE_MS_MAX;
     } else {
         return false;
     }
@@ -104,7 +107,7 @@ static uint64_t human_bytes(const char *s) {
 static const char *const option_names[] = {
     "PYALLOC_ALIGN",       "PYALLOC_RESERVE_MB", "PYALLOC_PURGE_DELAY_MS", "PYALLOC_DIRTY_KB",
     "PYALLOC_DIRTY_RATIO", "PYALLOC_STATS",      "PYALLOC_STATS_FILE",     "PYALLOC_BACKGROUND",
-    "PYALLOC_GLIBC_TRIM_KB",
+    "PYALLOC_GLIBC_TRIM_KB", "PYALLOC_TIMELINE_MS", "PYALLOC_PUBLISH",
 };
 #define NOPTIONS (sizeof option_names / sizeof option_names[0])
 
@@ -119,6 +122,8 @@ static long long option_value(const char *name) {
     if (strcmp(name, "PYALLOC_STATS_FILE") == 0) return pa_opt.stats_file[0] ? 1 : -1;
     if (strcmp(name, "PYALLOC_BACKGROUND") == 0) return pa_opt.background;
     if (strcmp(name, "PYALLOC_GLIBC_TRIM_KB") == 0) return (long long)(pa_opt.glibc_trim >> 10);
+    if (strcmp(name, "PYALLOC_TIMELINE_MS") == 0) return pa_opt.timeline_ms;
+    if (strcmp(name, "PYALLOC_PUBLISH") == 0) return pa_opt.publish;
     fail_msg("docs/options.md documents %s, which this test does not know", name);
     return 0;
 }
@@ -251,10 +256,17 @@ static const bad_value bad_values[] = {
     {"PYALLOC_DIRTY_KB=9999999999999", "is above 4294967296; using 4294967296", "PYALLOC_DIRTY_KB=4294967296"},
     {"PYALLOC_ALIGN=12", "is not 8 or 16; using 16", "PYALLOC_ALIGN=16"},
     {"PYALLOC_ALIGN=", "is not 8 or 16; using 16", "PYALLOC_ALIGN=16"},
-    {"PYALLOC_STATS=yes", "is not 1, text, json or 0; no report", "PYALLOC_STATS=-1"},
     {"PYALLOC_BACKGROUND=yes", "is not auto, 1 or 0; using auto", "PYALLOC_BACKGROUND=auto"},
     {"PYALLOC_BACKGROUND=", "is not auto, 1 or 0; using auto", "PYALLOC_BACKGROUND=auto"},
     {"PYALLOC_GLIBC_TRIM_KB=1M", "is not a number; using 1024", "PYALLOC_GLIBC_TRIM_KB=1024"},
+    {"PYALLOC_TIMELINE_MS=5", "is below 10; using 10", "PYALLOC_TIMELINE_MS=10"},
+    {"PYALLOC_TIMELINE_MS=0.5", "is not a number; using 100", "PYALLOC_TIMELINE_MS=100"},
+    {"PYALLOC_TIMELINE_MS=4000000", "is above 3600000; using 3600000", "PYALLOC_TIMELINE_MS=3600000"},
+    {"PYALLOC_PUBLISH=yes", "is not 1 or 0; using 1", "PYALLOC_PUBLISH=1"},
+    {"PYALLOC_PUBLISH=0", "", "PYALLOC_PUBLISH=0"},
+    {"PYALLOC_TIMELINE_MS=250", "", "PYALLOC_TIMELINE_MS=250"},
+    {"PYALLOC_STATS=yes", "is not 1, text, json, text,json or 0; no report", "PYALLOC_STATS=-1"},
+    {"PYALLOC_STATS=text,jsn", "is not 1, text, json, text,json or 0; no report", "PYALLOC_STATS=-1"},
     /* good values, and the empty ones that mean unset: no line at all */
     {"PYALLOC_RESERVE_MB=1024", "", "PYALLOC_RESERVE_MB=1024"},
     {"PYALLOC_PURGE_DELAY_MS=0", "", "PYALLOC_PURGE_DELAY_MS=0"},
