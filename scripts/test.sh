@@ -11,7 +11,7 @@
 set -euo pipefail
 
 # Debian packages the build and the tests need. Append here (one list, space separated).
-PYALLOC_APT_PACKAGES="build-essential cmake pkg-config libcmocka-dev python3 sqlite3 git gzip tar coreutils mawk diffutils clang gnuplot-nox groff-base man-db"
+PYALLOC_APT_PACKAGES="build-essential cmake pkg-config libcmocka-dev python3 sqlite3 git gzip tar coreutils mawk diffutils clang gnuplot-nox groff-base man-db util-linux"
 # the preload matrix (tests/preload) and the fuzz target (libFuzzer is not among clang's dependencies)
 PYALLOC_APT_PACKAGES+=" perl lua5.4 redis-server redis-tools libpython3.11-testsuite libclang-rt-14-dev"
 # issue 12: php with its default configuration (RTLD_DEEPBIND extensions), C++ programs (clang, cmake),

@@ -43,7 +43,9 @@ static inline void *pa_fast_malloc(size_t n) {
     return pa_sys_malloc(n);
 }
 
-static inline void pa_fast_free(void *p) {
+/* Inlined even at -O0, so that free()'s slow paths are entered from free() itself: they read its
+ * caller's return address (PA_CALLER, internal.h). */
+static inline __attribute__((always_inline)) void pa_fast_free(void *p) {
     uintptr_t off = (uintptr_t)p - pa_base;
     if (pa_unlikely(off >= pa_load_fast(&pa_limit))) { /* glibc's, or NULL (which glibc ignores) */
         if (pa_unlikely(off < pa_reserved)) pa_free_invalid("free", p); /* reserved, never committed */

@@ -44,6 +44,19 @@ static bool free_is_listed(const pa_page *pg, const pa_block *b) {
            pa_block_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b);
 }
 
+/* After a free by the page's owner: the page was FULL (its biased count ran out) or is empty. Always
+ * inlined into the functions free() jumps to, so that PA_CALLER is free()'s caller; it is read only
+ * when a background thread waits to be started. */
+static inline __attribute__((always_inline)) void free_local_done(pa_heap *h, pa_page *pg) {
+    if (pg->where == PA_W_FULL) pa_page_unfull(h, pg);
+    if (pg->used == 0) {
+        pa_page_emptied(h, pg);
+        pa_pool_tick(); /* a page emptied: pool pages that waited out the delay can go now */
+        /* it may have gone to the pool: work for the background thread */
+        if (pa_unlikely(pa_load_relaxed(&pa_bg_want))) pa_bg_start(PA_CALLER());
+    }
+}
+
 /* A free by the page's owner that failed a fast check: an interior pointer, or a first word that
  * looks like a free link. The owner can confirm against its own lists; a false alarm is freed
  * normally. */
@@ -54,23 +67,23 @@ void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
     pa_block_push(pg, b);
     pa_stat_free(h, pg->cls);
     pg->used--;
-    pa_free_local_slow(h, pg);
+    free_local_done(h, pg);
 }
 
-/* After a free by the page's owner: the page was FULL (its biased count ran out) or is empty. */
-void pa_free_local_slow(pa_heap *h, pa_page *pg) {
-    if (pg->where == PA_W_FULL) pa_page_unfull(h, pg);
-    if (pg->used == 0) {
-        pa_page_emptied(h, pg);
-        pa_pool_tick(); /* a page emptied: pool pages that waited out the delay can go now */
-    }
-}
+void pa_free_local_slow(pa_heap *h, pa_page *pg) { free_local_done(h, pg); }
 
 /* ---- frees into pages this thread does not own ---- */
 
 static void free_abandoned(pa_page *pg, pa_block *b);
+static void free_remote(pa_page *pg, pa_block *b);
 
 void pa_free_remote(pa_page *pg, pa_block *b) {
+    free_remote(pg, b);
+    /* the last free into an abandoned page gives it to the pool: work for the background thread */
+    if (pa_unlikely(pa_load_relaxed(&pa_bg_want))) pa_bg_start(PA_CALLER());
+}
+
+static void free_remote(pa_page *pg, pa_block *b) {
     pa_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
     if (!owner) {
         free_abandoned(pg, b);
@@ -102,7 +115,7 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
     pthread_mutex_lock(&pa_abandoned_lock);
     if (pa_load_relaxed(&pg->heap)) { /* adopted meanwhile */
         pthread_mutex_unlock(&pa_abandoned_lock);
-        pa_free_remote(pg, b);
+        free_remote(pg, b);
         return;
     }
     if (pg->where != PA_W_ABANDONED) {
@@ -135,6 +148,7 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
         pa_heap_adopt_page(me, pg);
         pthread_mutex_unlock(&pa_abandoned_lock);
         pa_page_insert_avail(me, pg);
+        pa_page_sweep(me, pg->cls); /* one more page of the class: give back those emptied meanwhile */
         return;
     }
     pthread_mutex_unlock(&pa_abandoned_lock);

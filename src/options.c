@@ -10,13 +10,16 @@ extern char **environ;
 /* The defaults (config.h), stated in docs/options.md and checked against it by tests/unit: 16-byte
  * alignment; address space reserved (it costs nothing until committed); a hard limit on empty
  * resident pages, with the limit that follows the pages in use off; how long (ms) an empty page
- * stays resident. pa_opt starts with them too, for the statistics of a process whose start-up
+ * stays resident; a background thread once the program has a second thread, which trims glibc's
+ * heap when 1 MiB is newly free; the figures published for `pyalloc top`, a timeline point every
+ * 100 ms at first. pa_opt starts with them too, for the statistics of a process whose start-up
  * failed or has not finished. */
 #define OPTIONS_DEFAULTS                                                                           \
     {                                                                                              \
         .align = 16, .reserve = PA_RESERVE_DEFAULT, .dirty_min = PA_DIRTY_DEFAULT >> PA_PAGE_SHIFT, \
-        .dirty_ratio = 0, .purge_delay = PA_PURGE_DELAY_DEFAULT,                                   \
-        .sample_bytes = PA_SAMPLE_BYTES_DEFAULT,                                                   \
+        .dirty_ratio = 0, .purge_delay = PA_PURGE_DELAY_DEFAULT, .background = PA_BG_AUTO,         \
+        .glibc_trim = PA_GLIBC_TRIM_DEFAULT, .publish = true,                                      \
+        .timeline_ms = PA_TIMELINE_MS_DEFAULT, .sample_bytes = PA_SAMPLE_BYTES_DEFAULT,               \
     }
 static const pa_options options_defaults = OPTIONS_DEFAULTS;
 pa_options pa_opt = OPTIONS_DEFAULTS;
@@ -114,12 +117,30 @@ void pa_options_read(void) {
     pa_opt.dirty_ratio = (unsigned)options_number("PYALLOC_DIRTY_RATIO", 0, 0, PA_DIRTY_RATIO_MAX);
     pa_opt.purge_delay =
         (uint32_t)options_number("PYALLOC_PURGE_DELAY_MS", PA_PURGE_DELAY_DEFAULT, 0, PA_PURGE_DELAY_MAX);
+    const char *bg = pa_getenv("PYALLOC_BACKGROUND");
+    if (bg) {
+        if (strcmp(bg, "auto") == 0) pa_opt.background = PA_BG_AUTO;
+        else if (strcmp(bg, "1") == 0) pa_opt.background = PA_BG_ON;
+        else if (strcmp(bg, "0") == 0) pa_opt.background = PA_BG_OFF;
+        else options_warn("PYALLOC_BACKGROUND", bg, "is not auto, 1 or 0", "using auto");
+    }
+    uint64_t trim_kb = options_number("PYALLOC_GLIBC_TRIM_KB", PA_GLIBC_TRIM_DEFAULT >> 10, 0, PA_GLIBC_TRIM_MAX >> 10);
+    pa_opt.glibc_trim = (size_t)trim_kb << 10;
+    pa_opt.timeline_ms = (uint32_t)options_number("PYALLOC_TIMELINE_MS", PA_TIMELINE_MS_DEFAULT,
+                                                  PA_TIMELINE_MS_MIN, PA_TIMELINE_MS_MAX);
+    const char *pub = pa_getenv("PYALLOC_PUBLISH");
+    if (pub) {
+        if (strcmp(pub, "0") == 0) pa_opt.publish = false;
+        else if (strcmp(pub, "1") != 0) options_warn("PYALLOC_PUBLISH", pub, "is not 1 or 0", "using 1");
+    }
     /* An empty PYALLOC_STATS or PYALLOC_STATS_FILE is the same as an unset one. */
     const char *st = pa_getenv("PYALLOC_STATS");
     if (st && *st) {
         if (strcmp(st, "json") == 0) pa_opt.stats = 2;
         else if (strcmp(st, "1") == 0 || strcmp(st, "text") == 0) pa_opt.stats = 1;
-        else if (strcmp(st, "0") != 0) options_warn("PYALLOC_STATS", st, "is not 1, text, json or 0", "no report");
+        else if (strcmp(st, "text,json") == 0 || strcmp(st, "json,text") == 0) pa_opt.stats = 3;
+        else if (strcmp(st, "0") != 0)
+            options_warn("PYALLOC_STATS", st, "is not 1, text, json, text,json or 0", "no report");
     }
     options_path("PYALLOC_STATS_FILE", pa_opt.stats_file, "the report goes to stderr");
     /* Allocation sites: an empty PYALLOC_SITES is the same as an unset one, too. */

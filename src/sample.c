@@ -17,7 +17,7 @@
  * owner's checks (block start, double free). A sampled passthrough block is counted in a filter of
  * counters by address bits, read without a lock by the passthrough's free and realloc while
  * sampling is on; a non-zero counter sends them to the record table. The passthrough's requests
- * count a byte countdown per thread, and only one that runs it out comes to the sampler.
+ * count a byte countdown per thread (pa_sample_sys), and only one that runs it out is sampled.
  *
  * What: the record (address, size, weight, the sample's sequence number) names its stack, interned
  * with its native return addresses (unwind.c) and Python frames (pyframes.c); the objects the
@@ -678,13 +678,6 @@ static PA_NOINLINE void *smp_sys_sample(pa_heap *h, void *p, size_t n, uintptr_t
     return p;
 }
 
-/* The system allocator gave p for n bytes, counted already: sampled if the countdown ran out. */
-static inline void *smp_sys_served(void *p, size_t n, uintptr_t keep_from) {
-    pa_heap *h = pa_tls_heap;
-    if (h->live && h->smp.sys_cd < 0) return smp_sys_sample(h, p, n, keep_from);
-    return p;
-}
-
 /* The record of passthrough block p, if it has one, goes: before glibc has the block back, since
  * another thread may be given it then. */
 static PA_NOINLINE void smp_sys_retire(void *p) {
@@ -700,58 +693,8 @@ void *pa_sample_sys(void *p, size_t n) {
     return p;
 }
 
-/* Out of line, with the frame the call to the system allocator and the look at its result need. */
-static PA_NOINLINE void *smp_sys_malloc(size_t n) {
-    return smp_sys_served(PA_SYS_MALLOC(n), n, (uintptr_t)__builtin_return_address(0));
-}
-static PA_NOINLINE void *smp_sys_calloc(size_t n, size_t s) {
-    return smp_sys_served(PA_SYS_CALLOC(n, s), n * s, (uintptr_t)__builtin_return_address(0));
-}
-static PA_NOINLINE void *smp_sys_realloc(void *p, size_t n) {
-    if (pa_sample_recorded(p)) smp_sys_retire(p);
-    return smp_sys_served(PA_SYS_REALLOC(p, n), n, (uintptr_t)__builtin_return_address(0));
-}
-
-/* A request of a thread without a heap of its own (before start-up, after its exit hook): counted
- * (pa_stat_sys gives the thread a heap if it can), not sampled; a block to reallocate may be one. */
-static PA_NOINLINE void *smp_sys_unowned(int what, void *p, size_t n, size_t s) {
-    pa_stat_sys(what == 1 ? n * s : n);
-    if (what == 0) return PA_SYS_MALLOC(n);
-    if (what == 1) return PA_SYS_CALLOC(n, s);
-    if (pa_sample_recorded(p)) smp_sys_retire(p);
-    return PA_SYS_REALLOC(p, n);
-}
-
-/* Every passthrough request while sampling: counted (pa_stat_sys's work, inline), and through the
- * sampler only when due, so that the common case stays a handful of instructions and a jump. */
-static inline bool smp_sys_due(pa_heap *h, const void *p, size_t n) {
-    h->sys_calls++;
-    __asm__("" : "+m"(h->sys_calls)); /* two adds to memory (as pa_stat_sys), not SSE */
-    h->sys_bytes += n;
-    return (int)((h->smp.sys_cd -= (int64_t)n) < 0) | (int)pa_sample_recorded(p); /* both, no branch */
-}
-void *pa_sample_sys_malloc(size_t n) {
-    pa_heap *h = pa_tls_heap;
-    if (pa_unlikely(!h->live)) return smp_sys_unowned(0, NULL, n, 0);
-    if (pa_unlikely(smp_sys_due(h, NULL, n))) return smp_sys_malloc(n);
-    return PA_SYS_MALLOC(n);
-}
-void *pa_sample_sys_calloc(size_t n, size_t s) {
-    pa_heap *h = pa_tls_heap;
-    if (pa_unlikely(!h->live)) return smp_sys_unowned(1, NULL, n, s);
-    if (pa_unlikely(smp_sys_due(h, NULL, n * s))) return smp_sys_calloc(n, s);
-    return PA_SYS_CALLOC(n, s);
-}
-void *pa_sample_sys_realloc(void *p, size_t n) {
-    pa_heap *h = pa_tls_heap;
-    if (pa_unlikely(!h->live)) return smp_sys_unowned(2, p, n, 0);
-    if (pa_unlikely(smp_sys_due(h, p, n))) return smp_sys_realloc(p, n);
-    return PA_SYS_REALLOC(p, n);
-}
-
 void pa_sample_sys_free(void *p) {
     if (pa_unlikely(pa_sample_recorded(p))) smp_sys_retire(p);
-    PA_SYS_FREE(p);
 }
 
 /* ---- start-up and fork ---- */
@@ -979,10 +922,7 @@ uint64_t pa_heap_allocs(const pa_heap *h, size_t n) { return (void)h, (void)n, 0
 void *pa_malloc_sampled(pa_heap *h, size_t n) { return pa_malloc_counted(h, n); }
 void pa_sample_free_small(pa_page *pg, pa_block *b) { (void)pg, pa_free_invalid("free", b); } /* no such page */
 void *pa_sample_sys(void *p, size_t n) { return (void)n, p; }
-void *pa_sample_sys_malloc(size_t n) { return pa_stat_sys(n), PA_SYS_MALLOC(n); }
-void *pa_sample_sys_calloc(size_t n, size_t s) { return pa_stat_sys(n * s), PA_SYS_CALLOC(n, s); }
-void *pa_sample_sys_realloc(void *p, size_t n) { return pa_stat_sys(n), PA_SYS_REALLOC(p, n); }
-void pa_sample_sys_free(void *p) { PA_SYS_FREE(p); }
+void pa_sample_sys_free(void *p) { (void)p; }
 void pa_sample_start(void) {}
 void pa_sites_peak(void) {}
 #endif

@@ -35,9 +35,9 @@ void *pa_malloc_sampled(pa_heap *h, size_t n) PA_COLD;
 void pa_sample_free_small(pa_page *pg, pa_block *b) PA_COLD;
 /* The passthrough served p (NULL: it failed) for a request of n bytes: counts n down and records p
  * when the thread's byte countdown runs out. Returns p. */
-void *pa_sample_sys(void *p, size_t n) PA_COLD;
-/* The passthrough's free while sampling: if the filter says the block may be recorded, its record
- * goes; then the block. */
+void *pa_sample_sys(void *p, size_t n);
+/* The passthrough is about to free or reallocate p, while sampling: if the filter says the block
+ * may be recorded, its record goes (before glibc has the block back). */
 void pa_sample_sys_free(void *p);
 #define PA_SAMPLE_FILTER (1u << 16) /* counters of recorded passthrough blocks, by address bits */
 /* The library's constructor: the unwinder and the Python frames are set up, sampling starts. */

@@ -53,8 +53,9 @@
  * and push without fear of the page being recycled under it. Heap structures are recycled, never
  * unmapped, so a stale heap pointer still names valid memory.
  *
- * Lock order: heaps < abandoned < notify < pool; fork takes all four in that order (init.c). The
- * start-up's init_lock is never held together with any of them, and fork does not take it.
+ * Lock order: heaps < abandoned < notify < pool < sys (background.c's, for the table through which
+ * glibc's free and realloc are reached); fork takes all five in that order (init.c). The start-up's
+ * init_lock is never held together with any of them, and fork does not take it.
  */
 #ifndef PA_TYPES_H
 #define PA_TYPES_H
@@ -149,6 +150,8 @@ typedef struct pa_heap {
     uint32_t idle_since[PA_NCLASS]; /* epoch at which the class's current page went empty */
     pa_page_list spare;          /* empty pages kept back from the pool */
     pa_heap_stats stats;
+    int64_t peak_left;           /* bytes of new pages and large requests before this heap evaluates
+                                    the peak again (monitor.c) */
 #if PA_STATS
     /* Counted by this thread only, summed over every heap when read (stats.c). */
     int64_t cd[PA_NDIRECT];      /* by request size: allocations left before the next sampled one
@@ -156,6 +159,8 @@ typedef struct pa_heap {
     uint64_t nfree[PA_NCLASS];   /* small blocks this thread freed, by class (into any page) */
     uint64_t sys_calls, sys_bytes; /* requests passed to the system allocator */
     pa_heap_sample smp;
+    uint64_t sys_live;           /* usable bytes of glibc blocks: + those this thread got, - those
+                                    it freed (modulo 2^64: the sum over the heaps is what is live) */
 #endif
 } pa_heap;
 

@@ -10,12 +10,14 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+import pyalloc_common
+
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 
 # Variables that would change which allocator or mode a run gets: removed from every run's
 # environment, then set per allocator (or per benchmark).
-CONTROLLED = ("LD_PRELOAD", "PYTHONMALLOC", "PYALLOC_ALIGN", "PYALLOC_SITES", "PYALLOC_SAMPLE_BYTES",
-              "PYALLOC_SITES_FILE")
+CONTROLLED = ("LD_PRELOAD", "PYTHONMALLOC", "PYALLOC_ALIGN", "PYALLOC_BACKGROUND", "PYALLOC_SITES",
+              "PYALLOC_SAMPLE_BYTES", "PYALLOC_SITES_FILE")
 
 
 @dataclass
@@ -87,15 +89,6 @@ def choose(all_allocs: List[Allocator], names: Optional[str], log) -> List[Alloc
     return chosen
 
 
-def _parse_kv(text: str) -> Dict[str, str]:
-    out = {}
-    for tok in text.split():
-        if "=" in tok:
-            k, v = tok.split("=", 1)
-            out[k] = v
-    return out
-
-
 def verify(alloc: Allocator, probe_bin: str) -> None:
     """Runs the probe under alloc; raises SystemExit unless malloc really comes from alloc.lib."""
     env = alloc.environ({})
@@ -103,7 +96,7 @@ def verify(alloc: Allocator, probe_bin: str) -> None:
     if r.returncode != 0 or "ld.so" in r.stderr:
         raise SystemExit("%s: LD_PRELOAD=%s does not run `true`: %s" % (alloc.name, alloc.lib, r.stderr.strip()))
     r = subprocess.run([probe_bin], env=env, capture_output=True, text=True)
-    info = _parse_kv(r.stdout)
+    info = pyalloc_common.parse_kv(r.stdout)
     if r.returncode != 0 or "malloc_from" not in info:
         raise SystemExit("%s: probe failed (exit %d): %s" % (alloc.name, r.returncode, r.stderr.strip()))
     if "ld.so" in r.stderr:

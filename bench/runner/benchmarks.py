@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple
 
 PYTHON = "/usr/bin/python3"  # Debian's 3.11, not a python3 that PATH may put first
 SQLITE = "/usr/bin/sqlite3"
+GXX = "/usr/bin/g++"  # Debian's g++ 12 (build-essential)
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Benchmark:
     only: Optional[Tuple[str, ...]] = None  # allocators it runs under; None: all
     checksum_group: Optional[str] = None  # benchmarks whose output must agree; default: itself
     about: str = ""
+    default: bool = True  # in the suite when no --benchmarks names it; False: run only by name
 
     @property
     def group(self) -> str:
@@ -35,15 +37,21 @@ class Benchmark:
         return [a.format(bin=bin_dir, root=root) for a in argv]
 
 
-def _c(name, kind, args, quick_args, about):
+def _c(name, kind, args, quick_args, about, default=True):
     return Benchmark(name, kind, ("{bin}/" + args[0],) + tuple(args[1:]),
-                     ("{bin}/" + quick_args[0],) + tuple(quick_args[1:]), about=about)
+                     ("{bin}/" + quick_args[0],) + tuple(quick_args[1:]), about=about, default=default)
 
 
-def _python(name, kind, scale, quick_scale, env, only=None, about=""):
-    script = "{root}/bench/py/objects.py"
-    return Benchmark(name, kind, (PYTHON, script, scale), (PYTHON, script, quick_scale), env=env,
-                     only=only, checksum_group="python", about=about)
+def _python(name, kind, script, scale, quick_scale, env, group, only=None, about=""):
+    path = "{root}/bench/py/" + script
+    return Benchmark(name, kind, (PYTHON, path, scale), (PYTHON, path, quick_scale), env=env,
+                     only=only, checksum_group=group, about=about)
+
+
+def _gxx():
+    # -S -o -: the assembly is the output, hashed as the checksum (no checksum= line): every
+    # allocator must make g++ emit the same code. -frandom-seed keeps it reproducible.
+    return (GXX, "-std=c++17", "-O2", "-frandom-seed=pyalloc", "-S", "-o", "-", "{root}/bench/cxx/unit.cpp")
 
 
 def _sqlite(scale):
@@ -77,25 +85,63 @@ BENCHMARKS: List[Benchmark] = [
        "4 threads churning their own blocks on 2 cores (same total work)"),
     _c("larson", "small", ["larson", "1", "4"], ["larson", "0.1", "4"],
        "rounds of 4 fresh threads replacing blocks that exited threads allocated"),
+    _c("larson-mixed", "large", ["larson", "1", "2", "8", "1000", "chain"],
+       ["larson", "0.125", "2", "8", "1000", "chain"],
+       "Larson's server: 2 chains of threads replacing 8..1000 B blocks, each thread replaced by the next"),
+    _c("larson-small", "small", ["larson", "1", "2", "8", "512", "chain"],
+       ["larson", "0.125", "2", "8", "512", "chain"],
+       "larson-mixed's small half alone: 8..512 B (only by name)", default=False),
+    _c("larson-large", "large", ["larson", "1", "2", "513", "1000", "chain"],
+       ["larson", "0.125", "2", "513", "1000", "chain"],
+       "larson-mixed's large half alone: 513..1000 B (only by name)", default=False),
+    _c("rptest", "large", ["rptest", "1", "2"], ["rptest", "0.02", "2"],
+       "rpmalloc's pattern: 2 threads, 16..16000 B falling off, batches freed by the other thread"),
+    _c("mstress", "large", ["mstress", "1", "2"], ["mstress", "0.05", "2"],
+       "mimalloc's stress: fresh threads allocate mixed sizes, keep some, swap some through a shared table"),
     _c("footprint", "small", ["footprint", "1"], ["footprint", "0.05"],
        "2M blocks of 16..256 B allocated then freed: RSS before, at peak, after"),
+    _c("idle-small", "small", ["idle", "small", "1"], ["idle", "small", "1", "0.05"],
+       "2M blocks of 16..496 B freed, then 1.5 s with no allocator call: RSS after the spike, free, idle"),
+    _c("idle-small-mt", "small", ["idle", "small", "4"], ["idle", "small", "4", "0.05"],
+       "the same by 4 threads, which stay alive, blocked, while the process idles"),
+    _c("idle-large", "large", ["idle", "large", "1"], ["idle", "large", "1", "0.05"],
+       "200k blocks of 600..8000 B (glibc's side) freed scrambled, 1 in 16 kept, then 1.5 s idle"),
+    _c("idle-large-mt", "large", ["idle", "large", "4"], ["idle", "large", "4", "0.05"],
+       "the same by 4 threads, which stay alive, blocked, while the process idles"),
+    Benchmark("idle-small-bg1", "small", ("{bin}/idle", "small", "1"), ("{bin}/idle", "small", "1", "0.05"),
+              env={"PYALLOC_BACKGROUND": "1"}, only=("pyalloc", "pyalloc-a8"),
+              about="idle-small with PYALLOC_BACKGROUND=1: the single-threaded program opts in"),
+    Benchmark("idle-large-bg1", "large", ("{bin}/idle", "large", "1"), ("{bin}/idle", "large", "1", "0.05"),
+              env={"PYALLOC_BACKGROUND": "1"}, only=("pyalloc", "pyalloc-a8"),
+              about="idle-large with PYALLOC_BACKGROUND=1: the single-threaded program opts in"),
     _c("fastpath", "small", ["fastpath", "100000000"], ["fastpath", "1000000"],
        "malloc+free pairs over 256 live blocks of 8..512 B (also --callgrind)"),
-    _python("python", "real", "1", "0.05", {"PYTHONMALLOC": "malloc"},
+    _python("python", "real", "objects.py", "1", "0.05", {"PYTHONMALLOC": "malloc"}, "python",
             about="CPython 3.11 objects.py with PYTHONMALLOC=malloc"),
-    _python("python-pymalloc", "reference", "1", "0.05", {}, only=("glibc",),
+    _python("python-pymalloc", "reference", "objects.py", "1", "0.05", {}, "python", only=("glibc",),
             about="CPython 3.11 objects.py on its own pymalloc (reference, glibc only)"),
+    _python("python-web", "real", "web.py", "1", "0.05", {"PYTHONMALLOC": "malloc"}, "python-web",
+            about="CPython 3.11 web.py (request loop: parse, dicts, json) with PYTHONMALLOC=malloc"),
+    _python("python-web-pymalloc", "reference", "web.py", "1", "0.05", {}, "python-web", only=("glibc",),
+            about="CPython 3.11 web.py on its own pymalloc (reference, glibc only)"),
+    _python("python-text", "real", "textproc.py", "1", "0.05", {"PYTHONMALLOC": "malloc"}, "python-text",
+            about="CPython 3.11 textproc.py (short strings: split, strip, join, counting) with PYTHONMALLOC=malloc"),
+    _python("python-text-pymalloc", "reference", "textproc.py", "1", "0.05", {}, "python-text", only=("glibc",),
+            about="CPython 3.11 textproc.py on its own pymalloc (reference, glibc only)"),
     Benchmark("sqlite", "real", _sqlite(1), _sqlite(0.05), stdin="{root}/bench/sql/workload.sql",
               about="sqlite3 CLI, in-memory: CTE inserts, indexes, GROUP BY, joins"),
+    Benchmark("gcc", "real", _gxx(), None,
+              about="g++ 12 -O2 -S of bench/cxx/unit.cpp (std headers, template instances)"),
 ]
 
 KINDS = ("small", "large", "real", "reference")
 
 
 def select(patterns: Optional[str]) -> List[Benchmark]:
-    """Benchmarks matching a comma-separated list of names or globs (threads-*); all if None."""
+    """Benchmarks matching a comma-separated list of names or globs (threads-*); if None, every
+    one in the default suite."""
     if not patterns:
-        return list(BENCHMARKS)
+        return [b for b in BENCHMARKS if b.default]
     wanted = [p.strip() for p in patterns.split(",") if p.strip()]
     unknown = [p for p in wanted if not any(fnmatch(b.name, p) for b in BENCHMARKS)]
     if unknown:
