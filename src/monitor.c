@@ -183,7 +183,6 @@ static void mon_peak(uint64_t now, uint64_t small, uint64_t large, uint64_t rss)
     mon.peak_small = small;
     mon.peak_large = large;
     atomic_store_explicit(&mon.peak_live, live, memory_order_relaxed);
-    if (PA_SAMPLING()) pa_sites_peak(); /* the samples live now are those live at the peak */
 }
 
 static void mon_set_step(uint64_t live) { atomic_store_explicit(&mon.step, peak_step(live), memory_order_relaxed); }

@@ -25,8 +25,9 @@
  * cost of a list append per free: the peak is a moment (a sequence number); a record freed after it
  * and allocated before it is copied to the peak's kept list; when the peak moves, the list is
  * emptied, since everything live now is live at the new peak. The peak is the highest estimate of
- * live sampled bytes (the sum of the live records' weights) until the live-bytes peak of the
- * allocator itself calls pa_sites_peak. "Live at exit" works the same way from the moment a Python
+ * live sampled bytes (the sum of the live records' weights), a moment the samples themselves
+ * define (monitor.c's peak is evaluated before the page or block that makes it is handed out, so a
+ * peak of a few large blocks would miss them). "Live at exit" works the same way from the moment a Python
  * interpreter begins to finalize (it frees its objects then, leaks included), or is simply what is
  * live when the report is written, for other programs.
  *
@@ -520,9 +521,6 @@ static smp_mark mark_peak, mark_exit;
 static uint64_t smp_seq;                 /* samples recorded, ever: each record's seq */
 static int64_t smp_live_est, smp_peak_est; /* weights of the live records: now, at the peak */
 static uint64_t smp_dropped;             /* samples not recorded: no room */
-static _Atomic bool smp_peak_external;   /* pa_sites_peak has been called: it says when */
-static _Atomic uint64_t smp_peak_pending; /* ... and the seq it last said, + 1 (0: nothing new) */
-static _Atomic uint32_t smp_peak_pending_ms;
 static uint32_t smp_exit_source;         /* 1: the interpreter began to finalize */
 
 static uint64_t smp_rec_key(uint32_t i) { return smp_hash(recs.r[i].addr); }
@@ -536,21 +534,12 @@ static void smp_mark_set(smp_mark *m, uint64_t seq, uint32_t t_ms) {
     m->nkept = 0;
 }
 
-/* Before any record changes: the peak the allocator announced, and the start of a Python
- * interpreter's finalization. */
+/* Before any record changes: has a Python interpreter begun to finalize? */
 static void smp_moments(void) {
-    uint64_t pending = atomic_exchange_explicit(&smp_peak_pending, 0, memory_order_relaxed);
-    if (pending) smp_mark_set(&mark_peak, pending - 1, atomic_load_explicit(&smp_peak_pending_ms, memory_order_relaxed));
     if (!mark_exit.set && pa_py_finalizing()) {
         smp_mark_set(&mark_exit, smp_seq, smp_now_ms());
         smp_exit_source = 1;
     }
-}
-
-void pa_sites_peak(void) {
-    atomic_store_explicit(&smp_peak_external, true, memory_order_relaxed);
-    atomic_store_explicit(&smp_peak_pending_ms, smp_now_ms(), memory_order_relaxed);
-    atomic_store_explicit(&smp_peak_pending, __atomic_load_n(&smp_seq, __ATOMIC_RELAXED) + 1, memory_order_relaxed);
 }
 
 static size_t smp_filter_slot(uintptr_t p) { return (p >> 4) & (PA_SAMPLE_FILTER - 1); }
@@ -573,7 +562,7 @@ static void smp_record(void *p, size_t n, const smp_cap *c, bool large) {
     smp_sum_add(&stk.s[st].all, n, w);
     if (large) atomic_fetch_add_explicit(&pa_sample_filter[smp_filter_slot((uintptr_t)p)], 1, memory_order_relaxed);
     smp_live_est += (int64_t)w;
-    if (!atomic_load_explicit(&smp_peak_external, memory_order_relaxed) && smp_live_est > smp_peak_est) {
+    if (smp_live_est > smp_peak_est) {
         smp_peak_est = smp_live_est;
         smp_mark_set(&mark_peak, smp_seq, smp_now_ms());
     }
@@ -855,7 +844,7 @@ void pa_sample_write(void) {
     sw_str(&w, "\npeak");
     sw_u64(&w, mark_peak.set);
     sw_u64(&w, mark_peak.t_ms);
-    sw_str(&w, atomic_load_explicit(&smp_peak_external, memory_order_relaxed) ? " allocator" : " samples");
+    sw_str(&w, " samples");
     sw_str(&w, "\nexit");
     sw_u64(&w, mark_exit.set ? mark_exit.t_ms : now);
     sw_str(&w, smp_exit_source ? " python-finalize" : " exit");
@@ -924,5 +913,4 @@ void pa_sample_free_small(pa_page *pg, pa_block *b) { (void)pg, pa_free_invalid(
 void *pa_sample_sys(void *p, size_t n) { return (void)n, p; }
 void pa_sample_sys_free(void *p) { (void)p; }
 void pa_sample_start(void) {}
-void pa_sites_peak(void) {}
 #endif

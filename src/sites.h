@@ -42,9 +42,6 @@ void pa_sample_sys_free(void *p);
 #define PA_SAMPLE_FILTER (1u << 16) /* counters of recorded passthrough blocks, by address bits */
 /* The library's constructor: the unwinder and the Python frames are set up, sampling starts. */
 void pa_sample_start(void);
-/* The live-bytes peak moved: the samples live now are those "live at the peak" (lock-free; may be
- * called from anywhere, under any lock). */
-void pa_sites_peak(void);
 
 /* The passthrough's one test while sampling is off (internal.h, passthrough.c). */
 #if PA_STATS
