@@ -95,10 +95,12 @@ static void bg_wake(void) {
 #define SYS_WATCH 0 /* sanitizer builds: the sanitizer's allocator is not glibc's */
 #endif
 
-static void sys_free_hook(void *p);
-static void *sys_realloc_hook(void *p, size_t n);
+static void sys_free_hook(void *p, const void *caller);
+static void *sys_realloc_hook(void *p, size_t n, const void *caller);
+static void sys_free_plain(void *p, const void *caller) { (void)caller, PA_SYS_FREE(p); }
+static void *sys_realloc_plain(void *p, size_t n, const void *caller) { return (void)caller, PA_SYS_REALLOC(p, n); }
 
-pa_sys_table pa_sys_tab __attribute__((aligned(PA_OS_PAGE))) = {.free = PA_SYS_FREE, .realloc = PA_SYS_REALLOC};
+pa_sys_table pa_sys_tab __attribute__((aligned(PA_OS_PAGE))) = {.free = sys_free_plain, .realloc = sys_realloc_plain};
 _Static_assert(sizeof(pa_sys_table) == PA_OS_PAGE, "the table has its page to itself");
 
 static pthread_mutex_t sys_lock = PTHREAD_MUTEX_INITIALIZER; /* table writes (fork takes it) */
@@ -114,8 +116,8 @@ static bool sys_ro; /* the table's page is read-only (under sys_lock) */
 static void sys_hooks_set_locked(bool on) {
     if (sys_hooked == on) return;
     if (sys_ro && !pa_os_protect(&pa_sys_tab, sizeof pa_sys_tab, true)) return; /* mprotect refused */
-    pa_sys_tab.free = on ? sys_free_hook : PA_SYS_FREE;
-    pa_sys_tab.realloc = on ? sys_realloc_hook : PA_SYS_REALLOC;
+    pa_sys_tab.free = on ? sys_free_hook : sys_free_plain;
+    pa_sys_tab.realloc = on ? sys_realloc_hook : sys_realloc_plain;
     sys_hooked = on;
     sys_ro = pa_os_protect(&pa_sys_tab, sizeof pa_sys_tab, false);
 }
@@ -125,14 +127,6 @@ static void sys_hooks_set(bool on) {
     sys_hooks_set_locked(on);
     pthread_mutex_unlock(&sys_lock);
 }
-
-/* Who called free or realloc: in an optimised build glibc's free is a tail jump from free(), so the
- * hook's own return address is the program's; unoptimised, free() keeps its frame. */
-#ifdef __OPTIMIZE__
-#define HOOK_CALLER() __builtin_return_address(0)
-#else
-#define HOOK_CALLER() PA_RETURN_ADDRESS_1()
-#endif
 
 /* No helper runs or is starting (checked under sys_lock, under which a starting helper sets the
  * hooks): take them off, so that glibc's frees stop paying for them. */
@@ -155,15 +149,13 @@ static PA_COLD void sys_kick(const void *caller) {
     errno = saved;
 }
 
-static void sys_free_hook(void *p) {
-    const void *caller = HOOK_CALLER();
+static void sys_free_hook(void *p, const void *caller) {
     if (!atomic_load_explicit(&sys_kicked, memory_order_relaxed) && !atomic_exchange(&sys_kicked, 1))
         sys_kick(caller);
     PA_SYS_FREE(p);
 }
 
-static void *sys_realloc_hook(void *p, size_t n) {
-    const void *caller = HOOK_CALLER();
+static void *sys_realloc_hook(void *p, size_t n, const void *caller) {
     if (!atomic_load_explicit(&sys_kicked, memory_order_relaxed) && !atomic_exchange(&sys_kicked, 1))
         sys_kick(caller);
     return PA_SYS_REALLOC(p, n);

@@ -382,10 +382,12 @@ void *pa_sys_calloc(size_t n, size_t s);
 void *pa_sys_realloc(void *p, size_t n);
 void pa_sys_free(void *p);
 /* glibc's free and realloc are reached through a table the background thread may point at its hooks
- * while it waits for glibc's heap to go quiet (background.c): one indirect jump, as through the GOT. */
+ * while it waits for glibc's heap to go quiet (background.c): one indirect jump, as through the GOT.
+ * caller is the program's return address where free() or realloc() jumped to the passthrough
+ * (PA_CALLER), which the hooks need to know whether they may start the thread. */
 typedef struct pa_sys_table {
-    void (*free)(void *);
-    void *(*realloc)(void *, size_t);
+    void (*free)(void *, const void *caller);
+    void *(*realloc)(void *, size_t, const void *caller);
     char rest_of_page[PA_OS_PAGE - 2 * sizeof(void *)]; /* nothing else on the page */
 } pa_sys_table;
 extern PA_HIDDEN pa_sys_table pa_sys_tab; /* on a page kept read-only */

@@ -80,7 +80,7 @@ void *pa_sys_calloc(size_t n, size_t s) { return sys_served(PA_SYS_CALLOC(n, s),
 void *pa_sys_realloc(void *p, size_t n) {
     if (PA_SAMPLING()) pa_sample_sys_free(p); /* p's record, if it has one, goes first */
     size_t old = PA_SYS_BYTES(p); /* read before: the call may free p */
-    void *q = pa_sys_tab.realloc(p, n);
+    void *q = pa_sys_tab.realloc(p, n, PA_CALLER());
     if (!q && n) old = 0; /* failed: p is untouched (realloc(p, 0) freed it and returned NULL) */
     pa_stat_sys(n, (uint64_t)PA_SYS_BYTES(q) - old);
 #if PA_STATS
@@ -100,7 +100,7 @@ void pa_sys_free(void *p) {
     if (pa_unlikely(u >= PA_PEAK_LARGE)) pa_stat_large_free(); /* memory shrinks: a point if due */
     if (PA_SAMPLING()) pa_sample_sys_free(p); /* its record, if it has one, goes before the block */
 #endif
-    pa_sys_tab.free(p);
+    pa_sys_tab.free(p, PA_CALLER());
 }
 
 void *pa_sys_memalign(size_t a, size_t n) { return sys_served(SYS_MEMALIGN(a, n), n); }
