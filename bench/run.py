@@ -24,6 +24,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(ROOT, "tools"))  # pyalloc_common, shared with the pyalloc command
 sys.dont_write_bytecode = True  # no __pycache__ left in the source tree
 
 from runner import allocators, benchmarks, callgrind, chart, report  # noqa: E402
@@ -34,8 +35,28 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+# Run from the source tree, or installed (<datadir>/pyalloc, no CMakeLists.txt) for `pyalloc bench`.
+IN_SOURCE_TREE = os.path.isfile(os.path.join(ROOT, "CMakeLists.txt"))
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[2],
+    # `pyalloc bench` gives --pyalloc-lib and --bench-dir (unless its user does): in its --help they
+    # are shown as the defaults they are for that command, not the source tree's.
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--pyalloc-lib")
+    pre.add_argument("--bench-dir")
+    given, _ = pre.parse_known_args(argv)
+    if given.pyalloc_lib:
+        lib_default = given.pyalloc_lib
+    elif IN_SOURCE_TREE:
+        lib_default = os.path.join(ROOT, "build", "release", "libpyalloc.so")
+    else:
+        lib_default = None
+    # Installed, it is run as `pyalloc bench`: its examples say so, with their true results folder.
+    prog = "bench/run.py" if IN_SOURCE_TREE else "pyalloc bench"
+    epilog = __doc__.split("\n\n")[2].replace("bench/results/<date-time>/", default_out("<date-time>") + "/")
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                epilog=epilog.replace("bench/run.py", prog),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="a small subset at small scale, 1 round: checks checksums, reports no timings")
@@ -46,18 +67,31 @@ def parse_args(argv):
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.add_argument("--benchmarks", metavar="NAMES", help="comma-separated names or globs (default: all)")
     p.add_argument("--allocators", metavar="NAMES",
-                   help="comma-separated: glibc,pyalloc,pyalloc-a8,mimalloc,jemalloc,tcmalloc "
+                   help="comma-separated: glibc,pyalloc,pyalloc-a8,mimalloc,jemalloc,tcmalloc, and "
+                        "pyalloc-sites (allocation sites sampled; only when named) "
                         "(default: every one installed; glibc is always run, it is the reference)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per benchmark (default 3)")
     p.add_argument("--metric", choices=("wall", "cpu"), default="wall",
                    help="time shown in the table: wall clock, or user + system CPU (default wall)")
-    p.add_argument("--out", metavar="DIR", help="results folder (default bench/results/<date-time>)")
-    p.add_argument("--pyalloc-lib", default=os.path.join(ROOT, "build", "release", "libpyalloc.so"),
-                   help="the pyalloc library to preload (default %(default)s)")
-    p.add_argument("--bench-dir", metavar="DIR",
-                   help="prebuilt benchmark programs (default: build bench/ into build/bench)")
+    p.add_argument("--out", metavar="DIR", help="results folder (default %s)" % default_out("<date-time>"))
+    p.add_argument("--pyalloc-lib", default=lib_default, metavar="LIB",
+                   help="the pyalloc library to preload (default %s)"
+                        % (lib_default or "none: pyalloc and pyalloc-a8 are not run"))
+    p.add_argument("--bench-dir", metavar="DIR", default=given.bench_dir,
+                   help="the built benchmark programs (default %s)"
+                        % (given.bench_dir or ("build %s into %s" % (HERE, os.path.join(ROOT, "build", "bench"))
+                                               if IN_SOURCE_TREE else
+                                               "none: give the directory of the installed programs")))
     p.add_argument("--timeout", type=float, default=600.0, help="seconds before a run is killed")
     return p.parse_args(argv)
+
+
+def default_out(stamp: str) -> str:
+    """The results folder when --out is not given: bench/results/ of the source tree, or the current
+    directory for an installed runner (its own directory belongs to the package)."""
+    if IN_SOURCE_TREE:
+        return os.path.join(HERE, "results", stamp)
+    return os.path.join(os.getcwd(), "pyalloc-bench-" + stamp)
 
 
 def list_benchmarks() -> None:
@@ -199,8 +233,12 @@ def main(argv=None) -> int:
     benches = benchmarks.select(args.benchmarks)
     if args.quick:
         benches = [b for b in benches if b.quick_argv]
-    allocs = allocators.choose(allocators.table(args.pyalloc_lib), args.allocators, log)
+    lib = args.pyalloc_lib or "(no --pyalloc-lib given)"
+    allocs = allocators.choose(allocators.table(lib), args.allocators, log)
 
+    if not args.bench_dir and not IN_SOURCE_TREE:
+        raise SystemExit("--bench-dir is needed: the benchmark programs are built from a source tree only "
+                         "(pyalloc bench gives the installed ones)")
     bin_dir = args.bench_dir or build_programs(ROOT, os.path.join(ROOT, "build", "bench"), log)
     for a in allocs:
         allocators.verify(a, os.path.join(bin_dir, "probe"))
@@ -209,7 +247,7 @@ def main(argv=None) -> int:
     out_dir = args.out
     if out_dir is None and not args.quick:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out_dir = os.path.join(HERE, "results", stamp + ("-callgrind" if args.callgrind else ""))
+        out_dir = default_out(stamp + ("-callgrind" if args.callgrind else ""))
     if out_dir:
         out_dir = os.path.abspath(out_dir)
         os.makedirs(out_dir, exist_ok=True)
@@ -218,7 +256,9 @@ def main(argv=None) -> int:
         n1, n2 = (int(x) for x in args.callgrind_pairs.split(","))
         if not 0 <= n1 < n2:
             raise SystemExit("--callgrind-pairs: need 0 <= N1 < N2")
-        if any(a.name == "pyalloc" for a in allocs):
+        if any(a.name == "pyalloc" for a in allocs) and not IN_SOURCE_TREE:
+            log("note: no pyalloc-nostats row: it is built from a source tree only")
+        elif any(a.name == "pyalloc" for a in allocs):
             # The same library without its statistics counters: what the counters cost per pair.
             lib = build_library_variant(ROOT, os.path.join(ROOT, "build", "release-nostats"),
                                                 ["PYALLOC_STATS=OFF"], log)

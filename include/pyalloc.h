@@ -82,6 +82,21 @@ struct pa_stats {
                                           reused; a heap's own spare pages do not count) */
     unsigned long long pages_returned; /* empty pages given back to the pool, ever */
     unsigned long long pages_adopted;  /* abandoned pages taken over by a live thread, ever */
+    /* Live bytes and the peak (0.1.0 with issue 11; absent from a smaller struct, as above): */
+    unsigned long long passthrough_live; /* usable bytes of the system allocator's blocks live now */
+    unsigned long long live_bytes;       /* in_use_bytes + passthrough_live */
+    unsigned long long rss_bytes;        /* resident set size now (/proc/self/statm; 0 without /proc) */
+    unsigned long long t_ms;             /* ms since pyalloc started in this process (or forked) */
+    unsigned long long peak_live_bytes;  /* the highest live_bytes evaluated (docs/design.md says when,
+                                            and by how much the true peak may exceed it) ... */
+    unsigned long long peak_t_ms;        /* ... when (ms since start) ... */
+    unsigned long long peak_rss_bytes;   /* ... and the resident set size then */
+    /* The background thread that gives memory back while the program is idle (PYALLOC_BACKGROUND): */
+    unsigned long long bg_state;                                 /* PA_BG_STATE_* */
+    unsigned long long bg_wakeups;
+    unsigned long long bg_pages_given_back, bg_bytes_given_back; /* by it (part of pages_given_back) */
+    unsigned long long glibc_trims;      /* glibc's malloc_trim called by it */
+    unsigned long long glibc_trim_bytes; /* the resident set shrank by this much across those trims */
     /* Compaction (PYALLOC_MESH=1): sparse pages frozen and packed onto shared 4 KiB frames. */
     unsigned long long mesh_passes;                          /* passes run */
     unsigned long long mesh_pages;                           /* frozen pages with live blocks */
@@ -91,6 +106,11 @@ struct pa_stats {
     unsigned long long mesh_bytes_saved;                     /* (regions - frames + holes) * 4096 */
     unsigned long long mesh_vmas;                            /* mappings the shared frames take */
 };
+
+#define PA_BG_STATE_OFF 0     /* PYALLOC_BACKGROUND=0 */
+#define PA_BG_STATE_WAITING 1 /* not started: no work for it yet, or (auto) a single-threaded program */
+#define PA_BG_STATE_RUNNING 2
+#define PA_BG_STATE_FAILED 3  /* pthread_create failed: memory goes back at the next allocator call */
 
 /* Fill *out (size = sizeof *out): a program built against an older pyalloc.h, whose struct ends at
  * cross_thread_frees, passes its smaller size and gets the fields it knows. 0, or -1 if size is

@@ -11,12 +11,14 @@
 set -euo pipefail
 
 # Debian packages the build and the tests need. Append here (one list, space separated).
-PYALLOC_APT_PACKAGES="build-essential cmake pkg-config libcmocka-dev python3 sqlite3 git gzip tar coreutils mawk diffutils clang gnuplot-nox groff-base man-db"
+PYALLOC_APT_PACKAGES="build-essential cmake pkg-config libcmocka-dev python3 sqlite3 git gzip tar coreutils mawk diffutils clang gnuplot-nox groff-base man-db util-linux"
 # the preload matrix (tests/preload) and the fuzz target (libFuzzer is not among clang's dependencies)
 PYALLOC_APT_PACKAGES+=" perl lua5.4 redis-server redis-tools libpython3.11-testsuite libclang-rt-14-dev"
 # issue 12: php with its default configuration (RTLD_DEEPBIND extensions), C++ programs (clang, cmake),
 # and more of the matrix (node, ruby, make, jq); g++ builds tests/cxx
 PYALLOC_APT_PACKAGES+=" php-cli nodejs ruby jq make g++"
+# stats --sites (tests/sites, tests/unit/test_py311.c): Debian's python3.11, its headers (internal ones too), addr2line
+PYALLOC_APT_PACKAGES+=" python3.11 python3.11-dev binutils"
 
 usage() { sed -n '3,9s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 

@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: MIT
  * The reservation and the global pool of pages: reserve address space once, commit it an arena
  * (2 MiB) at a time, hand out pages, take empty ones back and give their memory to the OS.
- * Exports pa_arena_init, pa_pool_take, pa_pool_give, pa_pool_tick, pa_pool_trim. Everything here
- * runs under pa_pool_lock; the fast paths only read pa_base, pa_limit and pa_pages.
+ * Exports pa_arena_init, pa_pool_take, pa_pool_give, pa_pool_tick, pa_pool_expire_step (the
+ * background thread's), pa_pool_trim. Everything here runs under pa_pool_lock; the fast paths only
+ * read pa_base, pa_limit and pa_pages.
  *
  * When memory goes back (the hysteresis): an empty page waits on the dirty list, stamped with the
  * time it arrived, and is given back only once it has waited pa_opt.purge_delay ms. A program that
  * frees and allocates in waves faster than that reuses resident pages and never faults them in
- * again, however large the waves; one that has shrunk for good gets its memory back at the next
- * pool operation after the delay (or at once with malloc_trim), PA_PURGE_BATCH (32 MiB) per call.
+ * again, however large the waves; one that has shrunk for good gets its memory back when the delay
+ * is over, from the background thread (background.c) where there is one, else at the next pool
+ * operation (or at once with malloc_trim), PA_PURGE_BATCH (32 MiB) per call.
  * Beyond a hard limit, max(dirty_min, live / dirty_ratio) (PA_DIRTY_DEFAULT, 1 GiB, by default),
  * the oldest pages go back at once, down to half the limit. The limit does not follow the pages in
  * use by default: one that did would call madvise all through a large teardown. */
@@ -161,6 +163,7 @@ static void pool_expire(uint32_t now) {
 void pa_pool_give(pa_page *pg) {
     pthread_mutex_lock(&pa_pool_lock);
     pa_assert(pg->where != PA_W_DIRTY && pg->where != PA_W_CLEAN);
+    bool first = pool.ndirty == 0; /* the background thread may be sleeping with nothing to wait for */
     pa_page_retire(pg);
     pg->where = pg->pooled = PA_W_DIRTY;
     pa_page_list_push(&pool.dirty, pg);
@@ -170,17 +173,31 @@ void pa_pool_give(pa_page *pg) {
     uint32_t now = pa_clock_ms();
     pg->dirty_since = now;
     pool_expire(now);
+    first = first && pool.ndirty != 0;
     pthread_mutex_unlock(&pa_pool_lock);
+    if (first) pa_bg_pool_work();
 }
 
 void pa_pool_tick(void) {
     uint32_t deadline = atomic_load_explicit(&pool_deadline, memory_order_relaxed);
     if (deadline == UINT32_MAX) return;
     uint32_t now = pa_clock_ms();
+    /* Pages are waiting in the pool: memory has shrunk, a moment for the timeline (monitor.c). */
+    if (pa_mon_due(now)) pa_mon_point();
     if ((int32_t)(now - deadline) < 0) return;
     pthread_mutex_lock(&pa_pool_lock);
     pool_expire(now);
     pthread_mutex_unlock(&pa_pool_lock);
+}
+
+size_t pa_pool_expire_step(uint32_t now, uint32_t *next) {
+    pthread_mutex_lock(&pa_pool_lock);
+    uint64_t before = pool.purged;
+    pool_expire(now); /* also publishes the deadline: none once the dirty list is empty */
+    size_t n = (size_t)(pool.purged - before);
+    *next = atomic_load_explicit(&pool_deadline, memory_order_relaxed);
+    pthread_mutex_unlock(&pa_pool_lock);
+    return n;
 }
 
 size_t pa_pool_trim(void) {

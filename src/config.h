@@ -47,6 +47,31 @@
 #define PA_REALLOC_EXACT ((size_t)128 << 10)    /* realloc asks glibc for exact sizes from here on
                                                    (glibc maps such blocks and grows them by mremap) */
 
+/* ---- allocation sites (sample.c; option defaults and limits: docs/options.md) ---- */
+#define PA_SAMPLE_BYTES_DEFAULT ((uint64_t)512 << 10) /* PYALLOC_SAMPLE_BYTES: a sample per 512 KiB */
+#define PA_SAMPLE_BYTES_MAX ((uint64_t)1 << 40)
+
+/* ---- the background thread (background.c) ---- */
+#define PA_GLIBC_TRIM_DEFAULT ((uint64_t)1 << 20) /* PYALLOC_GLIBC_TRIM_KB: a malloc_trim returning
+                                                     less is not worth its walk over the free chunks */
+#define PA_GLIBC_TRIM_MAX PA_RESERVE_MAX
+#define PA_BG_STACK ((size_t)128 << 10)  /* it calls only glibc's trim and mallinfo2, madvise, futex */
+#define PA_BG_COUNT_MS 100               /* auto: the threads are counted at most this often */
+#define PA_BG_REARM_PART 10              /* after a free into glibc's heap woke it, the thread sets its
+                                            hooks again a tenth of the delay later (at least 10 ms) */
+
+/* ---- the figures over time (monitor.c; option defaults and limits: docs/options.md) ---- */
+#define PA_TIMELINE_MS_DEFAULT 100              /* PYALLOC_TIMELINE_MS: a point this often at first */
+#define PA_TIMELINE_MS_MIN 10
+#define PA_TIMELINE_MS_MAX 3600000
+#define PA_TIMELINE_POINTS 2048                 /* when full, neighbours merge and the interval doubles */
+#define PA_PEAK_STEP ((size_t)64 << 10)         /* a heap's new pages evaluate the peak at most once
+                                                   per this many bytes of them ... */
+#define PA_PEAK_STEP_SHIFT 6                    /* ... or per 1/64 of the small bytes live, if more */
+#define PA_PEAK_LARGE ((size_t)64 << 10)        /* a passthrough request this large evaluates it too */
+#define PA_PUBLISH_FD_BASE 800                  /* the publication's descriptor: the lowest free from
+                                                   here, away from the numbers programs expect */
+
 #ifndef PA_STATS
 #define PA_STATS 1 /* per-thread counters for pa_stats_get (CMake option PYALLOC_STATS) */
 #endif
@@ -67,5 +92,7 @@ _Static_assert(PA_RESERVE_MIN % PA_ARENA_SIZE == 0 && PA_RESERVE_DEFAULT % PA_RE
                "reservations are whole arenas");
 _Static_assert(PA_DIRTY_DEFAULT % PA_PAGE_SIZE == 0 && PA_PURGE_BATCH % PA_PAGE_SIZE == 0, "whole pages");
 _Static_assert(PA_FULL_RETURN >= 1 && PA_SPARE_MAX < 256, "counts");
+_Static_assert(PA_TIMELINE_POINTS >= 4 && PA_TIMELINE_POINTS % 2 == 0, "the timeline merges pairs");
+_Static_assert(PA_PEAK_STEP >= PA_PAGE_SIZE, "the peak step is whole pages");
 
 #endif /* PA_CONFIG_H */

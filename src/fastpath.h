@@ -25,9 +25,11 @@ static inline void *pa_fast_malloc_small_as(size_t slot, size_t n) {
     pa_block *b = pg->free;
     if (pa_likely(pa_block_in_page(pg, b))) { /* a block start of this page: not the end mark,
                                                   not a damaged link (types.h, "Free lists") */
+#if PA_STATS
+        if (pa_unlikely(--h->cd[n] < 0)) return pa_malloc_sampled(h, n); /* counts it, too */
+#endif
         pa_block_pop(pg, b);
         pg->used++;
-        PA_STAT(h->nalloc[n]++);
         return b;
     }
     (void)n;
@@ -41,7 +43,9 @@ static inline void *pa_fast_malloc(size_t n) {
     return pa_sys_malloc(n);
 }
 
-static inline void pa_fast_free(void *p) {
+/* Inlined even at -O0, so that free()'s slow paths are entered from free() itself: they read its
+ * caller's return address (PA_CALLER, internal.h). */
+static inline __attribute__((always_inline)) void pa_fast_free(void *p) {
     uintptr_t off = (uintptr_t)p - pa_base;
     if (pa_unlikely(off >= pa_load_fast(&pa_limit))) { /* glibc's, or NULL (which glibc ignores) */
         if (pa_unlikely(off < pa_reserved)) pa_free_invalid("free", p); /* reserved, never committed */

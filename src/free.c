@@ -44,21 +44,10 @@ static bool free_is_listed(const pa_page *pg, const pa_block *b) {
            pa_block_list_contains(pg, atomic_load_explicit(&pg->thread_free, memory_order_acquire), b);
 }
 
-/* A free by the page's owner that failed a fast check: an interior pointer, or a first word that
- * looks like a free link. The owner can confirm against its own lists; a false alarm is freed
- * normally. */
-void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
-    if (!pa_block_is_start(pg, (uintptr_t)b & PA_PAGE_MASK)) pa_free_invalid("free", b);
-    if (pa_block_looks_free(pg, b) && free_is_listed(pg, b))
-        pa_fatal("free(): double free detected", b);
-    pa_block_push(pg, b);
-    pa_stat_free(h, pg->cls);
-    pg->used--;
-    pa_free_local_slow(h, pg);
-}
-
-/* After a free by the page's owner: the page was FULL (its biased count ran out) or is empty. */
-void pa_free_local_slow(pa_heap *h, pa_page *pg) {
+/* After a free by the page's owner: the page was FULL (its biased count ran out) or is empty. Always
+ * inlined into the functions free() jumps to, so that PA_CALLER is free()'s caller; it is read only
+ * when a background thread waits to be started. */
+static inline __attribute__((always_inline)) void free_local_done(pa_heap *h, pa_page *pg) {
     if (pg->where == PA_W_FULL) {
         pa_page_unfull(h, pg);
     } else if (pg->used_bias && pg->used == 0) { /* an avail page at its sparse mark (mesh) */
@@ -69,14 +58,38 @@ void pa_free_local_slow(pa_heap *h, pa_page *pg) {
     if (pg->used == 0) {
         pa_page_emptied(h, pg);
         pa_pool_tick(); /* a page emptied: pool pages that waited out the delay can go now */
+        /* it may have gone to the pool: work for the background thread */
+        if (pa_unlikely(pa_load_relaxed(&pa_bg_want))) pa_bg_start(PA_CALLER());
     }
 }
+
+/* A free by the page's owner that failed a fast check: an interior pointer, or a first word that
+ * looks like a free link. The owner can confirm against its own lists; a false alarm is freed
+ * normally. */
+void pa_free_local_check(pa_heap *h, pa_page *pg, pa_block *b) {
+    if (!pa_block_is_start(pg, (uintptr_t)b & PA_PAGE_MASK)) pa_free_invalid("free", b);
+    if (pa_block_looks_free(pg, b) && free_is_listed(pg, b))
+        pa_fatal("free(): double free detected", b);
+    pa_block_push(pg, b);
+    pa_stat_free(h, pg->cls);
+    pg->used--;
+    free_local_done(h, pg);
+}
+
+void pa_free_local_slow(pa_heap *h, pa_page *pg) { free_local_done(h, pg); }
 
 /* ---- frees into pages this thread does not own ---- */
 
 static void free_abandoned(pa_page *pg, pa_block *b);
+static void free_remote(pa_page *pg, pa_block *b);
 
 void pa_free_remote(pa_page *pg, pa_block *b) {
+    free_remote(pg, b);
+    /* the last free into an abandoned page gives it to the pool: work for the background thread */
+    if (pa_unlikely(pa_load_relaxed(&pa_bg_want))) pa_bg_start(PA_CALLER());
+}
+
+static void free_remote(pa_page *pg, pa_block *b) {
     if (pa_page_meshed(pg)) { /* frozen by mesh.c: no owner, a live-block bitmap */
         pa_mesh_free(pg, b);
         return;
@@ -84,6 +97,10 @@ void pa_free_remote(pa_page *pg, pa_block *b) {
     pa_heap *owner = atomic_load_explicit(&pg->heap, memory_order_acquire);
     if (!owner) {
         free_abandoned(pg, b);
+        return;
+    }
+    if (owner == &pa_sample_heap) { /* a sampled block: its record goes too */
+        pa_sample_free_small(pg, b);
         return;
     }
     uintptr_t poff = (uintptr_t)b & PA_PAGE_MASK;
@@ -108,7 +125,7 @@ static void free_abandoned(pa_page *pg, pa_block *b) {
     pthread_mutex_lock(&pa_abandoned_lock);
     if (pa_load_relaxed(&pg->heap)) { /* adopted meanwhile */
         pthread_mutex_unlock(&pa_abandoned_lock);
-        pa_free_remote(pg, b);
+        free_remote(pg, b);
         return;
     }
     if (pg->where != PA_W_ABANDONED) {

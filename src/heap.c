@@ -49,6 +49,7 @@ static pa_heap *heap_create(void) {
         h->next_heap = heaps;
         heaps = h;
         h->rng = (uint64_t)(uintptr_t)h ^ ((uint64_t)__builtin_ia32_rdtsc() << 17);
+        pa_sample_heap_init(h);
     }
     for (uint32_t n = 0; n < PA_NDIRECT; n++) h->direct[n] = &pa_page_empty;
     memset(h->avail, 0, sizeof h->avail);
@@ -70,22 +71,26 @@ pa_heap *pa_heap_attach(void) {
     if (!pa_ready() || !(h = heap_create())) return NULL;
     pa_tls_heap = h; /* before setspecific, which may itself call malloc */
     pthread_setspecific(pa_thread_key, h);
+    pa_bg_poll(PA_BG_SAFE); /* a new thread: under PYALLOC_BACKGROUND=auto a helper may now start */
     return h;
 }
 
 #if PA_STATS
-/* A passthrough request from a thread without a heap. It gets one now, as its first small block
+/* A passthrough request from a thread without a heap (n bytes asked, live bytes of glibc blocks up
+ * by live). It gets one now, as its first small block
  * would give it: a thread that only ever asks for large blocks would otherwise count every request
  * with two locked adds to shared counters. Before start-up and after the thread's exit hook the
  * request is counted in those shared atomics (stats.c). */
-void pa_heap_sys_first(size_t n) {
+void pa_heap_sys_first(size_t n, uint64_t live) {
     pa_heap *h = pa_heap_attach();
     if (h) {
         h->sys_calls++;
         h->sys_bytes += n;
+        h->sys_live += live;
     } else {
         atomic_fetch_add_explicit(&pa_orphan_sys_calls, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&pa_orphan_sys_bytes, n, memory_order_relaxed);
+        atomic_fetch_add_explicit(&pa_orphan_sys_live, live, memory_order_relaxed);
     }
 }
 #endif
@@ -172,4 +177,5 @@ void pa_heap_thread_exit(void *arg) {
     pthread_mutex_lock(&pa_heaps_lock);
     h->live = 0;
     pthread_mutex_unlock(&pa_heaps_lock);
+    pa_bg_poll(PA_BG_SAFE); /* a key destructor runs with no lock of glibc's held */
 }

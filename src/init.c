@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  * Start-up and fork. Initialisation is lazy and re-entrant: the first malloc may come from ld.so or
  * from a constructor before ours; whatever allocates while start-up is in progress (pthread_atfork
- * may) is served by the system allocator. Exports pa_init_slow, pa_init_state and pa_thread_key. */
+ * may) is served by the system allocator. Exports pa_init_slow, pa_init_state and pa_thread_key; the
+ * fork handlers take every lock, the background thread's included. */
 #include "internal.h"
 
 _Atomic int pa_init_state;
@@ -18,6 +19,7 @@ static void fork_prepare(void) {
     pa_mesh_fork_prepare(); /* shared frames become private: parent and child get snapshots */
     pthread_mutex_lock(&pa_notify_lock);
     pthread_mutex_lock(&pa_pool_lock);
+    pa_bg_fork_prepare();
 }
 
 static void fork_release(void) {
@@ -27,6 +29,17 @@ static void fork_release(void) {
     pthread_mutex_unlock(&pa_mesh_lock);
     pthread_mutex_unlock(&pa_abandoned_lock);
     pthread_mutex_unlock(&pa_heaps_lock);
+}
+
+static void fork_parent(void) {
+    pa_bg_fork_parent();
+    fork_release();
+}
+
+/* The child has no background thread: it gets one again when it has work for one. */
+static void fork_child(void) {
+    pa_bg_fork_child();
+    fork_release();
 }
 
 bool pa_init_slow(void) {
@@ -42,7 +55,7 @@ bool pa_init_slow(void) {
         pa_sizeclass_init(pa_opt.align);
         pa_sys_prime(); /* see passthrough.c: glibc's allocator must not start in a worker thread */
         bool ok = pthread_key_create(&pa_thread_key, pa_heap_thread_exit) == 0 && pa_arena_init();
-        if (ok) pthread_atfork(fork_prepare, fork_release, fork_release);
+        if (ok) pthread_atfork(fork_prepare, fork_parent, fork_child);
         s = ok ? 2 : 3;
         atomic_store_explicit(&pa_init_state, s, memory_order_release);
     }
@@ -51,5 +64,12 @@ bool pa_init_slow(void) {
     return s == 2;
 }
 
-/* Start early where we can, so options are read before threads race for the first malloc. */
-__attribute__((constructor)) static void init_constructor(void) { (void)pa_ready(); }
+/* Start early where we can, so options are read before threads race for the first malloc. A
+ * background thread may be started only from here on: before constructors run, libc may not be
+ * ready for pthread_create (ld.so calls malloc while it loads the program). */
+__attribute__((constructor)) static void init_constructor(void) {
+    if (pa_ready()) {
+        pa_bg_init();
+        pa_sample_start(); /* PYALLOC_SITES: outside malloc, where it may look around */
+    }
+}

@@ -60,6 +60,8 @@ _Noreturn void pa_assert_fail(const char *expr, const char *file, int line) PA_C
 #define pa_assert(x) ((void)0)
 #endif
 
+#include "sites.h"
+
 /* ---- options.c: PYALLOC_* read from environ without allocating ---- */
 typedef struct pa_options {
     int align;             /* 16 (default) or 8 (classic) */
@@ -67,12 +69,21 @@ typedef struct pa_options {
     size_t dirty_min;      /* empty pages the pool may keep resident however long they wait */
     unsigned dirty_ratio;  /* ... or live pages / dirty_ratio, whichever is larger */
     uint32_t purge_delay;  /* ms an empty page stays resident before its memory goes back */
-    int stats;             /* PYALLOC_STATS: 0 no report, 1 text, 2 json, at exit */
+    int background;        /* PYALLOC_BACKGROUND: PA_BG_AUTO, PA_BG_ON or PA_BG_OFF */
+    size_t glibc_trim;     /* PYALLOC_GLIBC_TRIM_KB in bytes: fresh free memory in glibc's heap worth a
+                              malloc_trim once the program is quiet; 0: never */
+    int stats;             /* PYALLOC_STATS: 0 no report, 1 text, 2 json, 3 both, at exit */
+    bool publish;          /* PYALLOC_PUBLISH: the figures for `pyalloc top` (monitor.c) */
+    uint32_t timeline_ms;  /* PYALLOC_TIMELINE_MS: between timeline points, at first */
     int mesh;              /* PYALLOC_MESH: 1 compacts sparse pages onto shared frames (mesh.c) */
     char stats_file[1024]; /* PYALLOC_STATS_FILE, copied at start-up; "" = stderr */
+    bool sites;            /* PYALLOC_SITES: sample allocations and their stacks (sample.c) */
+    uint64_t sample_bytes; /* PYALLOC_SAMPLE_BYTES: about one sample per this many bytes */
+    char sites_file[1024]; /* PYALLOC_SITES_FILE: where the sites go at exit ("": the default) */
 } pa_options;
 extern pa_options pa_opt;
 void pa_options_read(void); /* pa_opt from the defaults and the environment */
+enum { PA_BG_OFF = 0, PA_BG_AUTO = 1, PA_BG_ON = 2 };
 /* Value of environment variable name, or NULL; never allocates. */
 const char *pa_getenv(const char *name);
 
@@ -82,6 +93,7 @@ bool pa_os_commit(void *p, size_t size);
 void pa_os_decommit(void *p, size_t size);
 void *pa_os_map(size_t size);
 void pa_os_unmap(void *p, size_t size);
+bool pa_os_protect(void *p, size_t size, bool writable);
 
 /* ---- sizeclass.h, sizeclass.c: size -> class ---- */
 #include "sizeclass.h"
@@ -104,6 +116,9 @@ typedef struct pa_pool_stats {
 } pa_pool_stats;
 void pa_pool_counters(pa_pool_stats *out);
 void pa_pool_tick(void);                      /* give back the pages that waited out the delay */
+/* For the background thread: give back at most one batch of expired pages (one lock hold); returns
+ * the pages given back, and through *next when the next dirty page expires (UINT32_MAX: none). */
+size_t pa_pool_expire_step(uint32_t now, uint32_t *next);
 uint32_t pa_clock_ms(void);                   /* monotonic, coarse; never allocates */
 
 static inline uint32_t pa_page_index(const pa_page *pg) { return (uint32_t)(pg - pa_pages); }
@@ -155,6 +170,7 @@ bool pa_page_extend(pa_page *pg);            /* carve fresh blocks; false if the
 uint32_t pa_page_collect(pa_page *pg);       /* move thread_free into free; returns blocks moved */
 bool pa_block_list_contains(const pa_page *pg, pa_block *list, const pa_block *b);
 void *pa_malloc_slow(pa_heap *h, size_t size);     /* the current page of size's class ran dry */
+void *pa_malloc_counted(pa_heap *h, size_t size);  /* a block of h's, the allocation counted already */
 void pa_page_unbias(pa_page *pg);                  /* a FULL page's used back to the true count */
 void pa_page_unfull(pa_heap *h, pa_page *pg);      /* a FULL page of h has a free block again */
 void pa_page_emptied(pa_heap *h, pa_page *pg);     /* h's page has no block out: keep or release */
@@ -234,7 +250,7 @@ void pa_heap_adopt_page(pa_heap *h, pa_page *pg);   /* under abandoned_lock: pg 
 void pa_heap_unabandon(pa_page *pg);                /* under abandoned_lock: off its abandoned list */
 void pa_heap_thread_exit(void *arg);
 #if PA_STATS
-void pa_heap_sys_first(size_t n) PA_COLD; /* a passthrough request of a thread without a heap */
+void pa_heap_sys_first(size_t n, uint64_t live) PA_COLD; /* a passthrough request of a thread without a heap */
 #endif
 
 /* ---- mesh.c: compaction without moving blocks (PYALLOC_MESH=1) ---- */
@@ -278,7 +294,7 @@ static inline bool pa_page_meshed(const pa_page *pg) {
 
 /* ---- stats.c: counters kept per thread (in its heap), merged when read ---- */
 #if PA_STATS
-extern _Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes;
+extern _Atomic uint64_t pa_orphan_sys_calls, pa_orphan_sys_bytes, pa_orphan_sys_live;
 extern _Atomic uint64_t pa_orphan_nfree[PA_NCLASS];
 /* A small block of class cls freed on a slow path, counted in the freeing thread's heap (the fast
  * path counts its own), or in the shared orphan counters for a thread without one. */
@@ -286,19 +302,24 @@ static inline void pa_stat_free(pa_heap *me, uint32_t cls) {
     if (pa_likely(me->live)) me->nfree[cls]++;
     else atomic_fetch_add_explicit(&pa_orphan_nfree[cls], 1, memory_order_relaxed);
 }
-static inline void pa_stat_sys(size_t n) {
+/* A request of n bytes served by the system allocator, after the call: calls and bytes asked, and
+ * the bytes of its blocks live, up by delta (modulo 2^64: a free or a realloc adds minus what the
+ * old block held). Counted in this thread's heap: one thread-local load for all three. */
+static inline void pa_stat_sys(size_t n, uint64_t delta) {
     pa_heap *h = pa_tls_heap;
     if (pa_likely(h->live)) {
         h->sys_calls++;
-        __asm__("" : "+m"(h->sys_calls)); /* two adds to memory, not seven SSE instructions */
+        __asm__("" : "+m"(h->sys_calls)); /* three adds to memory, not SSE instructions */
         h->sys_bytes += n;
+        __asm__("" : "+m"(h->sys_bytes));
+        h->sys_live += delta;
     } else {
-        pa_heap_sys_first(n); /* no heap yet: attach one, so the next calls count without atomics */
+        pa_heap_sys_first(n, delta); /* no heap yet: attach one, so the next calls count without atomics */
     }
 }
 #define PA_STAT(x) x
 #else
-static inline void pa_stat_sys(size_t n) { (void)n; }
+static inline void pa_stat_sys(size_t n, uint64_t delta) { (void)n, (void)delta; }
 static inline void pa_stat_free(pa_heap *me, uint32_t cls) { (void)me, (void)cls; }
 #define PA_STAT(x) ((void)0)
 #endif
@@ -306,6 +327,42 @@ extern _Atomic uint64_t pa_orphan_remote_frees;
 /* Pages per class, now and at the peak: kept whether or not PA_STATS (a page event is rare). */
 void pa_stat_page(uint32_t cls, int delta);
 void pa_stats_at_exit(void); /* the PYALLOC_STATS report, if asked for */
+uint64_t pa_stats_sys_bytes(void); /* bytes asked of glibc, all heaps; UINT64_MAX if not counted */
+/* Bytes live now: small blocks (blocks out x class size) and glibc blocks (usable sizes), for the
+ * peak's evaluations (monitor.c, one thread at a time). pa_stats_get reads the same counters. */
+void pa_live_bytes(uint64_t *small, uint64_t *large);
+
+/* ---- monitor.c: the peak, the timeline and their publication for `pyalloc top` ---- */
+/* A heap is about to take a page from outside its own lists (an abandoned page, an idle one, a
+ * spare, the pool): a moment memory may have grown. Called by page.c's slow path. */
+void pa_stat_growth(pa_heap *h);
+/* A passthrough request of n >= PA_PEAK_LARGE bytes was served to this thread. */
+void pa_stat_large(size_t n) PA_COLD;
+void pa_stat_large_free(void) PA_COLD; /* ... and one of them is about to be freed */
+/* The pool clock (pa_clock_ms) at which the next timeline point is due, and the test for it that
+ * slow paths may make where they read that clock anyway (arena.c's pa_pool_tick). */
+extern _Atomic uint32_t pa_mon_next;
+static inline bool pa_mon_due(uint32_t now) {
+    return (int32_t)(now - atomic_load_explicit(&pa_mon_next, memory_order_relaxed)) >= 0;
+}
+void pa_mon_point(void); /* a point now (unless another thread is taking one) */
+/* For a helper thread (issue 10's background thread): takes the point that is due, if one is, and
+ * returns the pool clock at which the next one is due. */
+uint32_t pa_mon_poll(void);
+void pa_mon_final(void); /* the point at exit, before the report */
+typedef struct pa_mon_now {
+    uint64_t peak_live, peak_t_ms, peak_rss; /* the highest live figure evaluated, when, RSS then */
+    uint64_t t_ms, rss;                      /* ms since start, and the resident set size, now */
+    uint64_t start_ms;                       /* CLOCK_MONOTONIC at start (or fork), ms */
+} pa_mon_now;
+void pa_mon_read(pa_mon_now *out);
+uint64_t pa_mon_start_ms(void);
+/* The timeline, for the report: *n points of PA_MON_POINT_FIELDS values each (t_ms, live, rss,
+ * small, large, given back), and the interval between points now; between pa_mon_hold and
+ * pa_mon_release no point is added or merged. NULL when there is none. */
+#define PA_MON_POINT_FIELDS 6
+const uint64_t *pa_mon_hold(size_t *n, uint64_t *interval_ms);
+void pa_mon_release(void);
 
 /* ---- free.c ---- */
 _Noreturn void pa_free_invalid(const char *fn, const void *p) PA_COLD;
@@ -339,28 +396,100 @@ __attribute__((visibility("default"))) void free(void *);
 #define PA_SYS_REALLOC realloc
 #define PA_SYS_FREE free
 #endif
-/* Inlined into their callers: one jump to glibc, not two. Every request that reaches the system
- * allocator is counted: calls, and the bytes asked of it (for realloc past 512 bytes, the rounded
- * size of alloc.c's realloc_size, not the program's). */
-static inline void *pa_sys_malloc(size_t n) {
-    pa_stat_sys(n);
-    return PA_SYS_MALLOC(n);
+#if PA_STATS
+/* The bytes glibc's block p holds: its usable size, as glibc's malloc_usable_size computes it from
+ * the chunk header in the word before the block (size | flags; an mmapped chunk, flag 2, has a
+ * 16-byte header, any other an 8-byte one). Read the same way when glibc hands the block out and
+ * when it is freed, so the sum of what was added and taken away is exactly what is live. */
+static inline size_t pa_sys_block_bytes(const void *p) {
+#if PA_PASSTHROUGH_LIBC
+    size_t sz = ((const size_t *)p)[-1];
+    return (sz & ~(size_t)7) - 8 - ((sz & 2) << 2);
+#else
+    extern __attribute__((visibility("default"))) size_t malloc_usable_size(void *);
+    return malloc_usable_size((void *)p);
+#endif
 }
-static inline void *pa_sys_calloc(size_t n, size_t s) {
-    pa_stat_sys(n * s);
-    return PA_SYS_CALLOC(n, s);
+#define PA_SYS_BYTES(p) ((p) ? pa_sys_block_bytes(p) : 0)
+#else
+#define PA_SYS_BYTES(p) ((void)(p), (size_t)0)
+#endif
+
+/* Every request that reaches the system allocator is counted: calls, and the bytes asked of it
+ * (for realloc past 512 bytes, the rounded size of alloc.c's realloc_size, not the program's); and
+ * what it holds while live (usable bytes). Out of line (passthrough.c): what follows glibc's call
+ * would otherwise make the inlined fast paths of malloc and free save registers for it. */
+void *pa_sys_malloc(size_t n);
+void *pa_sys_calloc(size_t n, size_t s);
+void *pa_sys_realloc(void *p, size_t n);
+void pa_sys_free(void *p);
+/* glibc's free and realloc are reached through a table the background thread may point at its hooks
+ * while it waits for glibc's heap to go quiet (background.c): one indirect jump, as through the GOT.
+ * caller is the program's return address where free() or realloc() jumped to the passthrough
+ * (PA_CALLER), which the hooks need to know whether they may start the thread. */
+typedef struct pa_sys_table {
+    void (*free)(void *, const void *caller);
+    void *(*realloc)(void *, size_t, const void *caller);
+    char rest_of_page[PA_OS_PAGE - 2 * sizeof(void *)]; /* nothing else on the page */
+} pa_sys_table;
+extern PA_HIDDEN pa_sys_table pa_sys_tab; /* on a page kept read-only */
+/* While sampling (sites.h), the passthrough's requests count the thread's byte countdown down
+ * (pa_sample_sys), and a block to be reallocated or freed is looked up in the filter of recorded
+ * blocks first: its record goes before glibc has the block back. */
+#if PA_STATS
+extern _Atomic uint32_t pa_sample_filter[PA_SAMPLE_FILTER];
+static inline bool pa_sample_recorded(const void *p) {
+    return p && atomic_load_explicit(&pa_sample_filter[((uintptr_t)p >> 4) & (PA_SAMPLE_FILTER - 1)],
+                                     memory_order_relaxed) != 0;
 }
-static inline void *pa_sys_realloc(void *p, size_t n) {
-    pa_stat_sys(n);
-    return PA_SYS_REALLOC(p, n);
-}
-static inline void pa_sys_free(void *p) { PA_SYS_FREE(p); }
+#else
+static inline bool pa_sample_recorded(const void *p) { return (void)p, false; }
+#endif
 void *pa_sys_memalign(size_t a, size_t n);
 void *pa_sys_valloc(size_t n);
 void *pa_sys_pvalloc(size_t n);
 size_t pa_sys_usable_size(void *p);
 int pa_sys_trim(size_t pad);        /* the system allocator's malloc_trim */
 void pa_sys_prime(void);            /* start glibc's allocator in this thread (init.c) */
+
+/* ---- background.c: the background thread that gives memory back while the program is idle ---- */
+/* In a free slow path that free() jumps to (fastpath.h): free()'s caller. Optimised, free() reaches
+ * its slow paths by a tail jump, so theirs is that return address; unoptimised, free() keeps its
+ * frame. A path entered otherwise reads an address in pyalloc, which starts nothing. The helper is
+ * started from a free only when the program called it: glibc frees with its own locks held. */
+#ifdef __OPTIMIZE__
+#define PA_CALLER() ((const void *)__builtin_return_address(0))
+#else
+#define PA_CALLER() PA_RETURN_ADDRESS_1()
+#endif
+/* The caller's return address, valid where frames are kept (-O0): the warning is for the rest. */
+#define PA_RETURN_ADDRESS_1()                                                                      \
+    (__extension__({                                                                               \
+        _Pragma("GCC diagnostic push") _Pragma("GCC diagnostic ignored \"-Wframe-address\"")    \
+        const void *ra_ = __builtin_return_address(1);                                             \
+        _Pragma("GCC diagnostic pop") ra_;                                                         \
+    }))
+#define PA_BG_SAFE ((const void *)1) /* a caller for pa_bg_poll: this context is known to be safe */
+extern _Atomic int pa_bg_want;      /* work appeared and no helper runs: start one at a safe point */
+void pa_bg_init(void);              /* from the constructor: options, libc's maps, the free hooks */
+void pa_bg_pool_work(void);         /* the pool's dirty list went from empty to not (no lock held) */
+void pa_bg_start(const void *caller) PA_COLD;
+bool pa_bg_caller_is_program(const void *caller); /* not libc's, ld.so's or pyalloc's own code */
+/* At a point where no lock of pyalloc is held: start the helper if work waits for one. caller is
+ * the program's return address (free paths), or PA_BG_SAFE where no glibc lock can be held. */
+static inline void pa_bg_poll(const void *caller) {
+    if (pa_unlikely(pa_load_relaxed(&pa_bg_want))) pa_bg_start(caller);
+}
+/* For the mesh pass of issue 10 B: ask the helper to run pa_bg_compact (if set) soon. */
+#define PA_BG_COMPACT 1u
+void pa_bg_request(unsigned work);
+extern bool (*pa_bg_compact)(uint32_t now, uint32_t *next); /* true: run me again at *next */
+void pa_bg_fork_prepare(void);
+void pa_bg_fork_parent(void);
+void pa_bg_fork_child(void);
+void pa_bg_exiting(void);           /* process exit has begun: start no new glibc trim */
+struct pa_stats;
+void pa_bg_counters(struct pa_stats *out);
 
 /* ---- init.c: lazy, re-entrant start-up; fork ---- */
 extern _Atomic int pa_init_state; /* 0 not yet, 1 running, 2 ready, 3 failed */

@@ -10,12 +10,16 @@ extern char **environ;
 /* The defaults (config.h), stated in docs/options.md and checked against it by tests/unit: 16-byte
  * alignment; address space reserved (it costs nothing until committed); a hard limit on empty
  * resident pages, with the limit that follows the pages in use off; how long (ms) an empty page
- * stays resident. pa_opt starts with them too, for the statistics of a process whose start-up
+ * stays resident; a background thread once the program has a second thread, which trims glibc's
+ * heap when 1 MiB is newly free; the figures published for `pyalloc top`, a timeline point every
+ * 100 ms at first. pa_opt starts with them too, for the statistics of a process whose start-up
  * failed or has not finished. */
 #define OPTIONS_DEFAULTS                                                                           \
     {                                                                                              \
         .align = 16, .reserve = PA_RESERVE_DEFAULT, .dirty_min = PA_DIRTY_DEFAULT >> PA_PAGE_SHIFT, \
-        .dirty_ratio = 0, .purge_delay = PA_PURGE_DELAY_DEFAULT,                                   \
+        .dirty_ratio = 0, .purge_delay = PA_PURGE_DELAY_DEFAULT, .background = PA_BG_AUTO,         \
+        .glibc_trim = PA_GLIBC_TRIM_DEFAULT, .publish = true,                                      \
+        .timeline_ms = PA_TIMELINE_MS_DEFAULT, .sample_bytes = PA_SAMPLE_BYTES_DEFAULT,               \
     }
 static const pa_options options_defaults = OPTIONS_DEFAULTS;
 pa_options pa_opt = OPTIONS_DEFAULTS;
@@ -83,6 +87,20 @@ static uint64_t options_number(const char *name, uint64_t def, uint64_t min, uin
     return v;
 }
 
+/* PYALLOC_<name>, a path, copied into out (1024 bytes); too long: a warning saying instead. */
+static void options_path(const char *name, char *out, const char *instead) {
+    const char *file = pa_getenv(name);
+    if (!file || !*file) return;
+    size_t len = strlen(file);
+    if (len < sizeof pa_opt.stats_file) {
+        memcpy(out, file, len + 1);
+    } else {
+        char problem[48];
+        options_warn(name, file, options_with_number(problem, "is longer than ", sizeof pa_opt.stats_file - 1, " bytes"),
+                     instead);
+    }
+}
+
 void pa_options_read(void) {
     pa_opt = options_defaults;
     const char *a = pa_getenv("PYALLOC_ALIGN");
@@ -99,25 +117,44 @@ void pa_options_read(void) {
     pa_opt.dirty_ratio = (unsigned)options_number("PYALLOC_DIRTY_RATIO", 0, 0, PA_DIRTY_RATIO_MAX);
     pa_opt.purge_delay =
         (uint32_t)options_number("PYALLOC_PURGE_DELAY_MS", PA_PURGE_DELAY_DEFAULT, 0, PA_PURGE_DELAY_MAX);
+    const char *bg = pa_getenv("PYALLOC_BACKGROUND");
+    if (bg) {
+        if (strcmp(bg, "auto") == 0) pa_opt.background = PA_BG_AUTO;
+        else if (strcmp(bg, "1") == 0) pa_opt.background = PA_BG_ON;
+        else if (strcmp(bg, "0") == 0) pa_opt.background = PA_BG_OFF;
+        else options_warn("PYALLOC_BACKGROUND", bg, "is not auto, 1 or 0", "using auto");
+    }
+    uint64_t trim_kb = options_number("PYALLOC_GLIBC_TRIM_KB", PA_GLIBC_TRIM_DEFAULT >> 10, 0, PA_GLIBC_TRIM_MAX >> 10);
+    pa_opt.glibc_trim = (size_t)trim_kb << 10;
+    pa_opt.timeline_ms = (uint32_t)options_number("PYALLOC_TIMELINE_MS", PA_TIMELINE_MS_DEFAULT,
+                                                  PA_TIMELINE_MS_MIN, PA_TIMELINE_MS_MAX);
+    const char *pub = pa_getenv("PYALLOC_PUBLISH");
+    if (pub) {
+        if (strcmp(pub, "0") == 0) pa_opt.publish = false;
+        else if (strcmp(pub, "1") != 0) options_warn("PYALLOC_PUBLISH", pub, "is not 1 or 0", "using 1");
+    }
     /* An empty PYALLOC_STATS or PYALLOC_STATS_FILE is the same as an unset one. */
     const char *st = pa_getenv("PYALLOC_STATS");
     if (st && *st) {
         if (strcmp(st, "json") == 0) pa_opt.stats = 2;
         else if (strcmp(st, "1") == 0 || strcmp(st, "text") == 0) pa_opt.stats = 1;
-        else if (strcmp(st, "0") != 0) options_warn("PYALLOC_STATS", st, "is not 1, text, json or 0", "no report");
+        else if (strcmp(st, "text,json") == 0 || strcmp(st, "json,text") == 0) pa_opt.stats = 3;
+        else if (strcmp(st, "0") != 0)
+            options_warn("PYALLOC_STATS", st, "is not 1, text, json, text,json or 0", "no report");
     }
-    const char *file = pa_getenv("PYALLOC_STATS_FILE");
-    if (file && *file) {
-        size_t len = strlen(file);
-        if (len < sizeof pa_opt.stats_file) {
-            memcpy(pa_opt.stats_file, file, len + 1);
-        } else {
-            char problem[48];
-            options_warn("PYALLOC_STATS_FILE", file,
-                         options_with_number(problem, "is longer than ", sizeof pa_opt.stats_file - 1, " bytes"),
-                         "the report goes to stderr");
+    options_path("PYALLOC_STATS_FILE", pa_opt.stats_file, "the report goes to stderr");
+    /* Allocation sites: an empty PYALLOC_SITES is the same as an unset one, too. */
+    const char *sites = pa_getenv("PYALLOC_SITES");
+    if (sites && *sites) {
+        if (strcmp(sites, "1") == 0) {
+            if (PA_STATS) pa_opt.sites = true; /* the sampling countdowns are the counters */
+            else pa_warn("PYALLOC_SITES=1: this library is built without counters (PYALLOC_STATS=OFF); no sampling");
+        } else if (strcmp(sites, "0") != 0) {
+            options_warn("PYALLOC_SITES", sites, "is not 1 or 0", "no sampling");
         }
     }
+    pa_opt.sample_bytes = options_number("PYALLOC_SAMPLE_BYTES", PA_SAMPLE_BYTES_DEFAULT, 1, PA_SAMPLE_BYTES_MAX);
+    options_path("PYALLOC_SITES_FILE", pa_opt.sites_file, "the sites go to pyalloc-sites.%p");
     const char *mesh = pa_getenv("PYALLOC_MESH");
     if (mesh && *mesh) {
         if (strcmp(mesh, "1") == 0) pa_opt.mesh = 1;

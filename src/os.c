@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT
- * The only calls into the kernel: reserve, commit and give back address space.
+ * The only calls into the kernel for memory: reserve, commit, give back and protect address space.
  * errno is preserved around each, because free() must not change it. */
 #include "internal.h"
 
@@ -49,4 +49,11 @@ void pa_os_unmap(void *p, size_t size) {
     int saved = errno;
     (void)munmap(p, size);
     errno = saved;
+}
+
+bool pa_os_protect(void *p, size_t size, bool writable) {
+    int saved = errno;
+    bool ok = mprotect(p, size, writable ? PROT_READ | PROT_WRITE : PROT_READ) == 0;
+    errno = saved;
+    return ok;
 }

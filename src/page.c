@@ -285,6 +285,7 @@ static pa_page *queue_find(pa_heap *h, uint32_t cls) {
             queue_take_notified(h);
             if (h->avail[cls].head) continue;
         }
+        pa_stat_growth(h); /* a page from elsewhere: memory may have grown (monitor.c) */
         if ((pg = pa_heap_adopt(h, cls)) != NULL) {
             pa_page_list_push(&h->avail[cls], pg);
             queue_refresh_direct(h, cls);
@@ -316,15 +317,30 @@ void *pa_malloc_slow(pa_heap *h, size_t size) {
         if (!(h = pa_heap_attach())) return pa_sys_malloc(size);
     }
     pa_mesh_tick(h);
-    pa_page *cur = h->direct[size]; /* the fast path found its head not a block start: the end mark? */
+#if PA_STATS
+    if (pa_unlikely(--h->cd[size] < 0)) return pa_malloc_sampled(h, size); /* the fast path's count */
+#endif
+    void *b = pa_malloc_counted(h, size);
+    pa_bg_poll(PA_BG_SAFE); /* glibc never calls malloc with a lock pthread_create takes */
+    return b;
+}
+
+void *pa_malloc_counted(pa_heap *h, size_t size) {
+    pa_page *cur = h->direct[size];
+    pa_block *b = cur->free;
+    if (pa_likely(pa_block_in_page(cur, b))) { /* the sampler's fallback: the page has a block */
+        pa_block_pop(cur, b);
+        cur->used++;
+        return b;
+    }
+    /* the head is not a block start: it must be the end mark */
     if (pa_unlikely(cur != &pa_page_empty && cur->free != pa_list_end(cur))) pa_list_damaged(cur);
     pa_page *pg = queue_find(h, pa_class_for(size));
     if (!pg) return pa_sys_malloc(size);
-    pa_block *b = pg->free;
+    b = pg->free;
     if (pa_unlikely(!pa_block_in_page(pg, b))) pa_list_damaged(pg);
     pa_block_pop(pg, b);
     pg->used++;
-    PA_STAT(h->nalloc[size]++);
     return b;
 }
 

@@ -63,16 +63,46 @@ int pa_sys_trim(size_t pad) { return malloc_trim(pad); }
 void pa_sys_prime(void) {}
 #endif
 
-/* The rest of the passthrough (malloc, calloc, realloc and free are inline in internal.h). */
-void *pa_sys_memalign(size_t a, size_t n) {
-    pa_stat_sys(n);
-    return SYS_MEMALIGN(a, n);
+/* glibc served a request of n bytes with p (NULL: it failed). */
+static inline void *sys_served(void *p, size_t n) {
+    pa_stat_sys(n, PA_SYS_BYTES(p));
+#if PA_STATS
+    if (pa_unlikely(n >= PA_PEAK_LARGE)) pa_stat_large(n);
+    if (PA_SAMPLING()) return pa_sample_sys(p, n); /* counts n down; samples p when it runs out */
+#endif
+    return p;
 }
-void *pa_sys_valloc(size_t n) {
-    pa_stat_sys(n);
-    return SYS_VALLOC(n);
+
+void *pa_sys_malloc(size_t n) { return sys_served(PA_SYS_MALLOC(n), n); }
+
+void *pa_sys_calloc(size_t n, size_t s) { return sys_served(PA_SYS_CALLOC(n, s), n * s); }
+
+void *pa_sys_realloc(void *p, size_t n) {
+    if (PA_SAMPLING()) pa_sample_sys_free(p); /* p's record, if it has one, goes first */
+    size_t old = PA_SYS_BYTES(p); /* read before: the call may free p */
+    void *q = pa_sys_tab.realloc(p, n, PA_CALLER());
+    if (!q && n) old = 0; /* failed: p is untouched (realloc(p, 0) freed it and returned NULL) */
+    pa_stat_sys(n, (uint64_t)PA_SYS_BYTES(q) - old);
+#if PA_STATS
+    if (pa_unlikely(n >= PA_PEAK_LARGE)) pa_stat_large(n);
+    if (PA_SAMPLING()) return pa_sample_sys(q, n);
+#endif
+    return q;
 }
-void *pa_sys_pvalloc(size_t n) {
-    pa_stat_sys(n);
-    return SYS_PVALLOC(n);
+
+void pa_sys_free(void *p) {
+    if (!p) return;
+#if PA_STATS
+    size_t u = pa_sys_block_bytes(p);
+    pa_heap *h = pa_tls_heap;
+    if (pa_likely(h->live)) h->sys_live -= u;
+    else atomic_fetch_sub_explicit(&pa_orphan_sys_live, u, memory_order_relaxed);
+    if (pa_unlikely(u >= PA_PEAK_LARGE)) pa_stat_large_free(); /* memory shrinks: a point if due */
+    if (PA_SAMPLING()) pa_sample_sys_free(p); /* its record, if it has one, goes before the block */
+#endif
+    pa_sys_tab.free(p, PA_CALLER());
 }
+
+void *pa_sys_memalign(size_t a, size_t n) { return sys_served(SYS_MEMALIGN(a, n), n); }
+void *pa_sys_valloc(size_t n) { return sys_served(SYS_VALLOC(n), n); }
+void *pa_sys_pvalloc(size_t n) { return sys_served(SYS_PVALLOC(n), n); }

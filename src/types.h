@@ -53,7 +53,8 @@
  * and push without fear of the page being recycled under it. Heap structures are recycled, never
  * unmapped, so a stale heap pointer still names valid memory.
  *
- * Lock order: heaps < abandoned < mesh < notify < pool; fork takes all five in that order (init.c). The
+ * Lock order: heaps < abandoned < mesh < notify < pool < sys (background.c's, for the table through
+ * which glibc's free and realloc are reached); fork takes all six in that order (init.c). The
  * start-up's init_lock is never held together with any of them, and fork does not take it.
  */
 #ifndef PA_TYPES_H
@@ -133,6 +134,14 @@ typedef struct pa_heap_stats {
     uint64_t remote_frees; /* blocks this thread freed into other heaps' pages */
 } pa_heap_stats;
 
+/* A heap's sampling countdowns' bookkeeping (sample.c; its countdowns themselves are pa_heap.cd). */
+typedef struct pa_heap_sample {
+    uint64_t base[PA_NDIRECT]; /* small blocks of size n handed out, ever: base[n] - cd[n] */
+    _Atomic uint32_t seq;      /* odd while base and cd are being reset: readers retry */
+    int64_t sys_cd;            /* bytes of passthrough requests left before the next sampled one */
+    uint64_t rng;              /* the countdowns' draws */
+} pa_heap_sample;
+
 typedef struct pa_heap {
     pa_page *direct[PA_NDIRECT]; /* by request size: the current page of that size's class (4 KiB,
                                     two instructions shorter than indexing by (size + 7) >> 3) */
@@ -148,11 +157,17 @@ typedef struct pa_heap {
     uint32_t idle_since[PA_NCLASS]; /* epoch at which the class's current page went empty */
     pa_page_list spare;          /* empty pages kept back from the pool */
     pa_heap_stats stats;
+    int64_t peak_left;           /* bytes of new pages and large requests before this heap evaluates
+                                    the peak again (monitor.c) */
 #if PA_STATS
     /* Counted by this thread only, summed over every heap when read (stats.c). */
-    uint64_t nalloc[PA_NDIRECT]; /* small blocks handed out, by request size: class and rounding */
+    int64_t cd[PA_NDIRECT];      /* by request size: allocations left before the next sampled one
+                                    (sample.c); counts the small blocks handed out, with smp.base */
     uint64_t nfree[PA_NCLASS];   /* small blocks this thread freed, by class (into any page) */
     uint64_t sys_calls, sys_bytes; /* requests passed to the system allocator */
+    pa_heap_sample smp;
+    uint64_t sys_live;           /* usable bytes of glibc blocks: + those this thread got, - those
+                                    it freed (modulo 2^64: the sum over the heaps is what is live) */
 #endif
 } pa_heap;
 

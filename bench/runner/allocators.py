@@ -10,11 +10,14 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+import pyalloc_common
+
 LIBDIR = "/usr/lib/x86_64-linux-gnu"
 
 # Variables that would change which allocator or mode a run gets: removed from every run's
 # environment, then set per allocator (or per benchmark).
-CONTROLLED = ("LD_PRELOAD", "PYTHONMALLOC", "PYALLOC_ALIGN", "PYALLOC_MESH")
+CONTROLLED = ("LD_PRELOAD", "PYTHONMALLOC", "PYALLOC_ALIGN", "PYALLOC_BACKGROUND", "PYALLOC_MESH", "PYALLOC_SITES",
+              "PYALLOC_SAMPLE_BYTES", "PYALLOC_SITES_FILE")
 
 
 @dataclass
@@ -25,6 +28,7 @@ class Allocator:
     package: str = ""  # Debian package that ships lib
     expect_align: int = 0  # pa_alignment_mode() expected, 0: not checked
     probe: Dict[str, str] = field(default_factory=dict)
+    default: bool = True  # run when --allocators does not name the allocators; else only when named
 
     @property
     def describe(self) -> str:
@@ -51,6 +55,9 @@ def table(pyalloc_lib: str) -> List[Allocator]:
         Allocator("pyalloc", pyalloc_lib, expect_align=16),
         Allocator("pyalloc-a8", pyalloc_lib, {"PYALLOC_ALIGN": "8"}, expect_align=8),
         Allocator("pyalloc-mesh", pyalloc_lib, {"PYALLOC_MESH": "1"}, expect_align=16),
+        # allocation sites on at the default rate (what `pyalloc stats --sites` costs); only when named
+        Allocator("pyalloc-sites", pyalloc_lib, {"PYALLOC_SITES": "1", "PYALLOC_SITES_FILE": "/dev/null"},
+                  expect_align=16, default=False),
         Allocator("mimalloc", LIBDIR + "/libmimalloc.so.2", package="libmimalloc2.0"),
         Allocator("jemalloc", LIBDIR + "/libjemalloc.so.2", package="libjemalloc2"),
         Allocator("tcmalloc", LIBDIR + "/libtcmalloc_minimal.so.4", package="libtcmalloc-minimal4"),
@@ -73,21 +80,14 @@ def choose(all_allocs: List[Allocator], names: Optional[str], log) -> List[Alloc
         return chosen
     chosen = []
     for a in all_allocs:
+        if not a.default:
+            continue
         if a.lib and not os.path.exists(a.lib):
             hint = " (apt-get install %s, or scripts/bench.sh --install-peers)" % a.package if a.package else ""
             log("note: skipping %s: %s not found%s" % (a.name, a.lib, hint))
             continue
         chosen.append(a)
     return chosen
-
-
-def _parse_kv(text: str) -> Dict[str, str]:
-    out = {}
-    for tok in text.split():
-        if "=" in tok:
-            k, v = tok.split("=", 1)
-            out[k] = v
-    return out
 
 
 def verify(alloc: Allocator, probe_bin: str) -> None:
@@ -97,7 +97,7 @@ def verify(alloc: Allocator, probe_bin: str) -> None:
     if r.returncode != 0 or "ld.so" in r.stderr:
         raise SystemExit("%s: LD_PRELOAD=%s does not run `true`: %s" % (alloc.name, alloc.lib, r.stderr.strip()))
     r = subprocess.run([probe_bin], env=env, capture_output=True, text=True)
-    info = _parse_kv(r.stdout)
+    info = pyalloc_common.parse_kv(r.stdout)
     if r.returncode != 0 or "malloc_from" not in info:
         raise SystemExit("%s: probe failed (exit %d): %s" % (alloc.name, r.returncode, r.stderr.strip()))
     if "ld.so" in r.stderr:

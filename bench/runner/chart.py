@@ -1,10 +1,11 @@
 # SPDX-License-Identifier: MIT
-"""The chart: time ratio to glibc per benchmark, one bar per allocator, drawn by gnuplot into
-chart.png and chart.svg. The data and script are kept beside them (chart.dat, chart.gp)."""
+"""The chart: time ratio to glibc per benchmark, one bar per allocator, drawn by gnuplot (through
+tools/pyalloc_common.py, which the pyalloc command draws with too) into chart.png and chart.svg.
+The data and script are kept beside them (chart.dat, chart.gp)."""
 import os
-import shutil
-import subprocess
 from typing import List, Optional
+
+import pyalloc_common
 
 SCRIPT = """\
 set datafile separator "\\t"
@@ -15,27 +16,16 @@ set boxwidth 0.9
 set key top left horizontal
 set grid ytics
 set ylabel "time / glibc time (lower is better)"
-set title "{title}"
+set title {title}
 set yrange [0:*]
 set xtics rotate by -40 nomirror
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 1.5 lc rgb "#444444" front
-set terminal {png_term} size 1400,650 font ",11"
-set output "chart.png"
 plot for [i=2:{ncols}] "chart.dat" using i:xtic(1) title columnheader(i)
-set terminal svg size 1400,650 dynamic font ",11"
-set output "chart.svg"
-replot
 """
-
-
-def _png_terminal(gnuplot: str) -> str:
-    r = subprocess.run([gnuplot, "-e", "set terminal pngcairo"], capture_output=True, text=True)
-    return "pngcairo" if r.returncode == 0 and not r.stderr.strip() else "png"
 
 
 def draw(out_dir: str, summary: dict, alloc_names: List[str], title: str) -> Optional[str]:
     """Returns a message on what was drawn, or why nothing was."""
-    gnuplot = shutil.which("gnuplot")
     rows = [(b, e) for b, e in summary["benchmarks"].items() if e["kind"] != "reference"]
     names = [a for a in alloc_names if a != "glibc" and
              any(e["allocators"].get(a, {}).get("time_ratio") for _, e in rows)]
@@ -49,14 +39,9 @@ def draw(out_dir: str, summary: dict, alloc_names: List[str], title: str) -> Opt
                 r = e["allocators"].get(a, {}).get("time_ratio")
                 vals.append("%.4f" % r if r else "NaN")
             f.write(b + "\t" + "\t".join(vals) + "\n")
-    script = SCRIPT.format(title=title.replace('"', "'"), ncols=len(names) + 1,
-                           png_term=_png_terminal(gnuplot) if gnuplot else "pngcairo")
-    with open(os.path.join(out_dir, "chart.gp"), "w") as f:
-        f.write(script)
-    if not gnuplot:
-        return ("chart: gnuplot is not installed (apt-get install gnuplot-nox); chart.dat and chart.gp "
-                "are written, run `gnuplot chart.gp` in %s to draw it" % out_dir)
-    r = subprocess.run([gnuplot, "chart.gp"], cwd=out_dir, capture_output=True, text=True)
-    if r.returncode != 0:
-        return "chart: gnuplot failed: " + r.stderr.strip()
+    body = SCRIPT.format(title=pyalloc_common.quote(title), ncols=len(names) + 1)
+    why = pyalloc_common.draw(body, ["chart.png", "chart.svg"], out_dir, script="chart.gp",
+                              size=(1400, 650), font=",11")
+    if why:
+        return "chart: %s; chart.dat and chart.gp are in %s (`gnuplot chart.gp` there draws it)" % (why, out_dir)
     return "chart: %s, %s" % (os.path.join(out_dir, "chart.png"), os.path.join(out_dir, "chart.svg"))

@@ -10,6 +10,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+import pyalloc_common
+
 
 def build_programs(root: str, build_dir: str, log) -> str:
     """Configures (once) and builds bench/ on its own with CMake; returns the directory of the
@@ -61,19 +63,13 @@ class Run:
 
 
 def parse_output(stdout: bytes):
-    """The `checksum=` value and other key=value pairs; a program that prints no checksum line
-    (sqlite3) is checksummed by a hash of its whole output."""
-    results = {}
-    checksum = None
-    for line in stdout.decode("utf-8", "replace").splitlines():
-        if line.startswith("checksum="):
-            checksum = line.split("=", 1)[1].strip()
-            continue
-        for tok in line.split():
-            if "=" in tok:
-                k, v = tok.split("=", 1)
-                if k and all(c.isalnum() or c == "_" for c in k):
-                    results[k] = v
+    """The `checksum=` line's value and the other key=value pairs; a program that prints no checksum
+    line (sqlite3) is checksummed by a hash of its whole output."""
+    text = stdout.decode("utf-8", "replace")
+    results = pyalloc_common.parse_kv(text)
+    results.pop("checksum", None)
+    lines = [line for line in text.splitlines() if line.startswith("checksum=")]
+    checksum = lines[-1].split("=", 1)[1].strip() if lines else None
     if checksum is None:
         checksum = "sha256:" + hashlib.sha256(stdout).hexdigest()[:16]
     return checksum, results
@@ -82,7 +78,7 @@ def parse_output(stdout: bytes):
 def _parse_measure(path: str) -> Dict[str, str]:
     try:
         with open(path) as f:
-            return dict(tok.split("=", 1) for tok in f.read().split() if "=" in tok)
+            return pyalloc_common.parse_kv(f.read())
     except OSError:
         return {}
 

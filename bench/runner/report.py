@@ -1,10 +1,12 @@
 # SPDX-License-Identifier: MIT
 """From the runs to the results: medians, ratios to glibc, geometric means; raw.csv,
-summary.json and summary.md."""
+summary.json and summary.md. scripts/readme-bench.py builds the README's tables from summary.json
+with the same functions (load_json, about, sections)."""
 import csv
 import json
 import math
 import statistics
+from types import SimpleNamespace
 from typing import List, Optional
 
 GEOMEANS = (  # (key, title, kinds it covers)
@@ -90,9 +92,22 @@ def write_raw(path: str, records: List[dict]) -> None:
 
 
 def write_json(path: str, summary: dict, meta: dict) -> None:
+    """summary.json: the summary, meta (machine, date, rounds, argv, allocators, failures) and the
+    order the benchmarks and allocators ran in (the tables' row and column order)."""
+    order = {"benchmarks": list(summary["benchmarks"]), "allocators": list(meta.get("allocators", {}))}
     with open(path, "w") as f:
-        json.dump({"meta": meta, **summary}, f, indent=2, sort_keys=True)
+        json.dump({"meta": meta, "order": order, **summary}, f, indent=2)
         f.write("\n")
+
+
+def load_json(path: str):
+    """(summary, meta, allocators) of a summary.json: allocators in their order, each with .name."""
+    with open(path) as f:
+        doc = json.load(f)
+    order = doc.pop("order")
+    meta = doc.pop("meta")
+    doc["benchmarks"] = {b: doc["benchmarks"][b] for b in order["benchmarks"]}
+    return doc, meta, [SimpleNamespace(name=n) for n in order["allocators"]]
 
 
 def _ratio(x: Optional[float]) -> str:
@@ -139,11 +154,12 @@ def _table(summary, allocs, title_value, fmt, ratio_key) -> List[str]:
     return lines
 
 
-def _footprint(summary, allocs) -> List[str]:
+def _footprint(summary, allocs, level) -> List[str]:
     e = summary["benchmarks"].get("footprint")
     if not e:
-        return []
-    lines = ["## Memory given back (footprint: 2 M blocks of 16..256 B, all freed)", "",
+        idle = _idle(summary, allocs)
+        return [level + " Memory given back", ""] + idle if idle else []
+    lines = [level + " Memory given back (footprint: 2 M blocks of 16..256 B, all freed)", "",
              "| allocator | RSS at start | RSS at peak | RSS after free | returned at once | RSS 2 s later | returned by then |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for a in allocs:
@@ -158,10 +174,33 @@ def _footprint(summary, allocs) -> List[str]:
             return "?" if share is None else "%.0f %%" % (0.0 if abs(share) < 0.5 else share)
         lines.append("| %s | %.1f MB | %.1f MB | %.1f MB | %s | %.1f MB | %s |" % (
             a.name, s / 1024, p / 1024, f / 1024, back(f), i / 1024, back(i)))
+    return lines + [""] + _idle(summary, allocs)
+
+
+def _idle(summary, allocs) -> List[str]:
+    """bench/idle: RSS after the spike, after the free and 1.5 s later with no allocator call."""
+    names = [n for n in ("idle-small", "idle-small-bg1", "idle-small-mt", "idle-large", "idle-large-bg1",
+                         "idle-large-mt") if n in summary["benchmarks"]]
+    if not names:
+        return []
+    lines = ["### While idle (bench/idle: the spike freed, then 1.5 s with no allocator call)", "",
+             "RSS after the spike -> after the free -> 1.5 s later, and the share of the spike given back by then.", "",
+             "| allocator | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for a in allocs:
+        cells = []
+        for n in names:
+            res = summary["benchmarks"][n]["allocators"].get(a.name, {}).get("results", {})
+            if not {"rss_start_kb", "rss_peak_kb", "rss_after_free_kb", "rss_idle_kb"} <= res.keys():
+                cells.append("—")
+                continue
+            s, p, f, i = (float(res[k]) for k in ("rss_start_kb", "rss_peak_kb", "rss_after_free_kb", "rss_idle_kb"))
+            share = 100.0 * (p - i) / (p - s) if p > s else 0.0
+            cells.append("%.0f -> %.0f -> %.0f MB (%.0f %%)" % (p / 1024, f / 1024, i / 1024, max(share, 0.0)))
+        lines.append("| %s | %s |" % (a.name, " | ".join(cells)))
     return lines + [""]
 
 
-def _eviction(summary, allocs) -> List[str]:
+def _eviction(summary, allocs, level) -> List[str]:
     """The memory benchmarks (bench/evict, bench/py/cache.py): memory held after the spike and after
     each eviction's idle, against the same allocator's survivors-only run."""
     lines = []
@@ -170,9 +209,9 @@ def _eviction(summary, allocs) -> List[str]:
         refs = [summary["benchmarks"].get("%s-survivors-%d" % (name.replace("-trim", ""), k), {})
                 .get("allocators", {}) for k in (10, 1)]
         if not lines:
-            lines = ["## Memory after scattered eviction (memory held: RSS of anonymous and file pages "
+            lines = [level + " Memory after scattered eviction (memory held: RSS of anonymous and file pages "
                      "plus memfd pages, MB; × survivors-only)", ""]
-        lines += ["### %s: %s" % (name, summary["benchmarks"][name]["about"]), "",
+        lines += ["%s# %s: %s" % (level, name, summary["benchmarks"][name]["about"]), "",
                   "| allocator | after the spike | 90 % evicted, 1.5 s idle | survivors only | "
                   "99 % evicted, 1.5 s idle | survivors only |", "|---|---:|---:|---:|---:|---:|"]
         for a in allocs:
@@ -190,12 +229,12 @@ def _eviction(summary, allocs) -> List[str]:
     return lines
 
 
-def _pymalloc(summary, allocs) -> List[str]:
+def _pymalloc(summary, allocs, level) -> List[str]:
     ref = summary["benchmarks"].get("python-pymalloc", {}).get("allocators", {}).get("glibc", {})
     py = summary["benchmarks"].get("python", {}).get("allocators", {})
     if not ref.get("time_s") or not py:
         return []
-    lines = ["## CPython: PYTHONMALLOC=malloc under each allocator vs its own pymalloc", "",
+    lines = [level + " CPython: PYTHONMALLOC=malloc under each allocator vs its own pymalloc", "",
              "pymalloc (no PYTHONMALLOC, glibc for the rest): %.3f s, peak RSS %.1f MB." % (
                  ref["time_s"], ref["maxrss_kb"] / 1024), "",
              "| allocator | time | ratio to pymalloc | peak RSS | ratio to pymalloc |", "|---|---:|---:|---:|---:|"]
@@ -208,22 +247,30 @@ def _pymalloc(summary, allocs) -> List[str]:
     return lines + [""]
 
 
-def write_markdown(path: str, summary: dict, meta: dict, allocs, failures: List[str]) -> str:
+def about(meta: dict) -> str:
+    """The sentence on where and how the run was made."""
+    return ("%s; %d round(s), allocators interleaved and rotated each round; medians. "
+            "Ratios are to glibc: lower is better. Load average (1 min) %.2f at the start, %.2f at the end%s."
+            % (meta["machine"], meta["rounds"], meta["load_start"], meta["load_end"],
+               " (a busy machine: timings are noisy)" if max(meta["load_start"], meta["load_end"]) > 1.0 else ""))
+
+
+def sections(summary: dict, allocs, level: str = "##") -> List[str]:
+    """The tables, each under a heading of level: time, peak RSS, memory given back, CPython."""
     metric = "wall-clock time" if summary["metric"] == "wall" else "CPU time (user + system)"
-    lines = ["# pyalloc benchmarks, %s" % meta["date"], "",
-             "%s; %d round(s), allocators interleaved and rotated each round; medians. "
-             "Ratios are to glibc: lower is better. Load average (1 min) %.2f at the start, %.2f at the end%s."
-             % (meta["machine"], meta["rounds"], meta["load_start"], meta["load_end"],
-                " (a busy machine: timings are noisy)" if max(meta["load_start"], meta["load_end"]) > 1.0 else ""),
-             ""]
-    for a in allocs:
-        lines.append("- **%s**: %s" % (a.name, a.describe))
-    lines += ["", "## Time (median %s)" % metric, ""]
+    lines = ["%s Time (median %s)" % (level, metric), ""]
     lines += ["± is half the range over the rounds, relative to the median: the noise of that cell.", ""]
     lines += _table(summary, allocs, "time_s", _fmt_time, "time_ratio")
-    lines += ["", "## Peak RSS (median ru_maxrss of the process)", ""]
+    lines += ["", "%s Peak RSS (median ru_maxrss of the process)" % level, ""]
     lines += _table(summary, allocs, "maxrss_kb", lambda c: "%.1f MB" % (c["maxrss_kb"] / 1024), "rss_ratio")
-    lines += [""] + _footprint(summary, allocs) + _eviction(summary, allocs) + _pymalloc(summary, allocs)
+    return lines + [""] + _footprint(summary, allocs, level) + _eviction(summary, allocs, level) + _pymalloc(summary, allocs, level)
+
+
+def write_markdown(path: str, summary: dict, meta: dict, allocs, failures: List[str]) -> str:
+    lines = ["# pyalloc benchmarks, %s" % meta["date"], "", about(meta), ""]
+    for a in allocs:
+        lines.append("- **%s**: %s" % (a.name, a.describe))
+    lines += [""] + sections(summary, allocs)
     lines += ["## Benchmarks", ""]
     for bname, e in summary["benchmarks"].items():
         lines.append("- **%s** (%s): %s" % (bname, e["kind"], e["about"]))

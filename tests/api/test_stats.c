@@ -142,6 +142,67 @@ static void test_counts_passthrough(void **state)
     assert_int_equal(s1.passthrough_bytes - s0.passthrough_bytes, 110000);
 }
 
+static void *free_one(void *arg)
+{
+    T_FREE(arg);
+    return NULL;
+}
+
+/* Live bytes: small blocks x class size, and glibc's blocks at exactly their usable size through
+ * every function that hands one out or takes it back (realloc growing, moving into a mapping and
+ * freeing by realloc(p, 0) included), a free in another thread too; the peak covers them. */
+static void test_live_bytes(void **state)
+{
+    (void)state;
+    /* What the process keeps for good the first time: glibc's malloc_usable_size, looked up (dlsym),
+     * and a thread's stack in glibc's cache, with its TLS blocks (aligned: passed to glibc). */
+    void *w = T_MALLOC(1000);
+    assert_true(T_USABLE(w) >= 1000);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, free_one, w), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    struct pa_stats s0 = snap();
+    void *small[N];
+    for (int i = 0; i < N; i++)
+        assert_non_null(small[i] = T_MALLOC(REQ));
+    void *p = T_MALLOC(100000), *q = T_CALLOC(10, 1000), *r = T_MALLOC(600), *a = NULL, *z = T_MALLOC(700);
+    assert_non_null(p);
+    assert_non_null(q);
+    assert_non_null(r);
+    assert_non_null(z);
+    assert_non_null(r = T_REALLOC(r, 5000));
+    assert_int_equal(T_POSIX_MEMALIGN(&a, 64, 4096), 0);
+    void *v = T_VALLOC(10000);
+    assert_non_null(v);
+    assert_null(T_REALLOC(z, 0)); /* frees z */
+    assert_non_null(r = T_REALLOC(r, 300000)); /* glibc maps it: another header size */
+    struct pa_stats s1 = snap();
+    unsigned long long usable = T_USABLE(p) + T_USABLE(q) + T_USABLE(r) + T_USABLE(a) + T_USABLE(v);
+    assert_int_equal(pthread_create(&t, NULL, free_one, p), 0); /* counted in another heap */
+    assert_int_equal(pthread_join(t, NULL), 0);
+    T_FREE(q);
+    T_FREE(r);
+    T_FREE(a);
+    T_FREE(v);
+    for (int i = 0; i < N; i++)
+        T_FREE(small[i]);
+    struct pa_stats s2 = snap();
+    assert_int_equal(s1.live_bytes, s1.in_use_bytes + s1.passthrough_live);
+    assert_int_equal(s1.in_use_bytes - s0.in_use_bytes, (unsigned long long)N * req_class());
+    assert_true(s1.peak_live_bytes >= s1.live_bytes);
+    assert_true(s1.peak_t_ms <= s1.t_ms);
+    assert_true(s1.rss_bytes > s1.live_bytes / 2); /* the blocks are barely touched */
+    if (!s1.enabled) { /* built with -DPYALLOC_STATS=OFF: glibc's blocks are not counted */
+        assert_int_equal(s1.passthrough_live, 0);
+        return;
+    }
+    assert_int_equal(s1.passthrough_live - s0.passthrough_live, usable);
+    assert_int_equal(s2.passthrough_live, s0.passthrough_live);
+    assert_int_equal(s2.in_use_bytes, s0.in_use_bytes);
+    /* the 300000-byte realloc evaluated the peak with every block live */
+    assert_true(s2.peak_live_bytes >= s1.live_bytes);
+}
+
 static void *free_them(void *arg)
 {
     void **b = arg;
@@ -283,12 +344,14 @@ static void test_print_text_and_json(void **state)
     close(fds[1]);
     drain(fds[0], buf, sizeof buf);
     close(fds[0]);
-    assert_non_null(strstr(buf, "pyalloc " PA_VERSION_STRING " stats, pid "));
+    assert_non_null(strstr(buf, "pyalloc " PA_VERSION_STRING " report: pid "));
+    assert_non_null(strstr(buf, ", pages of 32.0 KiB\n"));
     char row[16];
     snprintf(row, sizeof row, "\n%5llu ", req_class());
     assert_non_null(strstr(buf, row));
     assert_non_null(strstr(buf, "\ntotal "));
-    assert_non_null(strstr(buf, "passthrough to the system allocator: "));
+    assert_non_null(strstr(buf, " KiB\n")); /* sizes in human units: a class holds whole 32 KiB pages */
+    assert_non_null(strstr(buf, "\npassed to glibc:  "));
 
     assert_int_equal(pipe(fds), 0);
     assert_int_equal(pa_stats_print(fds[1], PA_STATS_JSON), 0);
@@ -297,7 +360,7 @@ static void test_print_text_and_json(void **state)
     close(fds[0]);
     assert_true(n > 0 && buf[0] == '{' && buf[n - 2] == '}' && buf[n - 1] == '\n');
     char pid[48];
-    snprintf(pid, sizeof pid, "\"pid\": %ld,", (long)getpid());
+    snprintf(pid, sizeof pid, "\"pid\": %ld, \"exe\": \"/", (long)getpid());
     assert_non_null(strstr(buf, pid));
     char cls[48];
     snprintf(cls, sizeof cls, "{\"size\": %llu, \"allocs\": ", req_class());
@@ -318,6 +381,7 @@ int main(void)
         cmocka_unit_test(test_classes_follow_the_mode),
         cmocka_unit_test(test_counts_known_allocations),
         cmocka_unit_test(test_counts_passthrough),
+        cmocka_unit_test(test_live_bytes),
         cmocka_unit_test(test_counts_threads),
         cmocka_unit_test(test_counts_pool_pages_and_adoption),
         cmocka_unit_test(test_passthrough_thread_gets_a_heap),

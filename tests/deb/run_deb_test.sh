@@ -4,13 +4,14 @@
 #   1. configure and build pyalloc (Release, no tests) in a scratch directory, `cpack -G DEB` there;
 #   2. check the package: its control fields, and that it holds libpyalloc.so*, libpyalloc.a,
 #      pyalloc.h, pyalloc.pc, the CMake package files, /usr/bin/pyalloc (executable), the man page,
-#      the benchmark runner and programs, and no path of the build machine;
+#      the module the command shares with the benchmark runner, the runner and programs, and no
+#      path of the build machine;
 #   3. install it with dpkg -i (as root; otherwise, or if a pyalloc package is installed already, it
 #      is unpacked with dpkg-deb -x into a scratch root instead, and the test says so);
 #   4. from the installed paths: build a program with pkg-config and one with find_package(pyalloc)
 #      and run them (malloc replaced: malloc_usable_size(malloc(24)) is 32); `pyalloc --version`,
 #      `pyalloc lib`; `pyalloc run` preloads the installed library into a program that does not link
-#      it (--align 8 observed); `pyalloc stats --json`; `pyalloc bench --quick` on one benchmark;
+#      it (--align 8 observed); `pyalloc stats --json` and `--plot`; `pyalloc bench --quick` on one benchmark;
 #      `man -w pyalloc` and the page renders;
 #   5. dpkg -r (and --purge) the package, and check that nothing of it is left.
 #
@@ -98,7 +99,9 @@ for f in pyallocConfig.cmake pyallocConfigVersion.cmake pyallocTargets.cmake 'py
 done
 has '^-rwxr-xr-x .* \./usr/bin/pyalloc$' "executable /usr/bin/pyalloc"
 has ' \./usr/share/man/man1/pyalloc\.1(\.gz)?$' "man page pyalloc.1"
+has ' \./usr/share/pyalloc/tools/pyalloc_common\.py$' "module the command and the runner share (share/pyalloc/tools)"
 has ' \./usr/share/pyalloc/bench/run\.py$' "benchmark runner (share/pyalloc/bench/run.py)"
+has ' \./usr/share/pyalloc/tools/pyalloc_sites\.py$' "stats --sites' module (share/pyalloc/tools/pyalloc_sites.py)"
 has '^-rwxr-xr-x .* \./usr/libexec/pyalloc/bench/measure$' "benchmark programs (libexec/pyalloc/bench)"
 echo "  $(wc -l <"$WORK/contents.txt") entries, every one expected is there"
 
@@ -248,6 +251,22 @@ doc = json.load(open(sys.argv[1]))
 c = {c["size"]: c for c in doc["classes"]}[208]
 assert c["allocs"] >= 1000 and c["in_use"] >= 1000 and c["wasted"] >= 8000, c
 print("  pyalloc stats: class 208: %d allocs, %d in use, %d bytes wasted" % (c["allocs"], c["in_use"], c["wasted"]))
+EOF
+    if command -v gnuplot >/dev/null 2>&1; then
+        "$PA" stats --plot "$WORK/classes.svg" -o /dev/null -- "$WORK/plain" alloc 100 200 >/dev/null ||
+            fail "pyalloc stats --plot failed"
+        grep -q "memory over time" "$WORK/classes.svg" || fail "pyalloc stats --plot drew no chart"
+        echo "  pyalloc stats --plot: drawn with the installed share/pyalloc/tools/pyalloc_common.py"
+    fi
+    # stats --sites: the installed command finds its module; 20,000 x 3,000 bytes held to exit
+    "$PA" stats --sites --sample-bytes 4096 --json -o "$WORK/sites.json" -- "$WORK/plain" alloc 20000 3000 >/dev/null ||
+        fail "pyalloc stats --sites failed"
+    python3 - "$WORK/sites.json" <<'EOF' || fail "pyalloc stats --sites: the report is wrong"
+import json, sys
+sites = json.load(open(sys.argv[1]))["sites"]
+held = sites["exit"]["bytes"]
+assert 0.95 * 60e6 < held < 1.05 * 60e6 + 1e6, held
+print("  pyalloc stats --sites: %d bytes estimated live at exit (60000000 held), %d samples" % (held, sites["samples"]))
 EOF
 else
     echo "  pyalloc stats: not checked, the library has no PYALLOC_STATS support"

@@ -89,9 +89,14 @@ pre_stats() {
 # prove_stats MIN: the reports pre_stats left count at least MIN small blocks handed out in all
 prove_stats() {
     ls "$DIR"/stats.* >/dev/null 2>&1 || fail "no PYALLOC_STATS_FILE report in $DIR: pyalloc did not run"
+    # A process that ended with _exit() (dash does) leaves the record it wrote at start-up instead
+    # of a report ("started": true): it counts for nothing, but one report at least is needed.
     served=$(python3 -c '
 import json, sys
-print(sum(json.load(open(f))["total"]["allocs"] for f in sys.argv[1:]))' "$DIR"/stats.*) ||
+docs = [json.load(open(f)) for f in sys.argv[1:]]
+reports = [d for d in docs if not d.get("started")]
+assert reports, "every process left only its start-up record"
+print(sum(d["total"]["allocs"] for d in reports))' "$DIR"/stats.*) ||
         fail "cannot read the reports $DIR/stats.*"
     [ "$served" -ge "$1" ] || fail "pyalloc's reports count $served small blocks, expected at least $1"
     echo "pyalloc's report: $served small blocks handed out in $(ls "$DIR"/stats.* | wc -l) process(es)"
@@ -517,21 +522,41 @@ cpython_tests)
     DEFAULT_SIGINT='import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, [sys.executable] + sys.argv[1:])'
     regrtest glibc
     regrtest pyalloc LD_PRELOAD="$LIB" ${PYALLOC_CPYTHON_ALIGN:+PYALLOC_ALIGN=$PYALLOC_CPYTHON_ALIGN}
+    # The one difference allowed: the descriptor every process on pyalloc keeps for `pyalloc top`
+    # (PYALLOC_PUBLISH=1, the default: a memfd at 800), which test_pass_fds_redirected sees among
+    # the descriptors of a child python (docs/compat.md). That case must fail on it, with 800 as the
+    # only descriptor too many, and is then counted as passed; every other result must be glibc's.
+    known='case test.test_subprocess.POSIXProcessTestCase.test_pass_fds_redirected'
+    if grep -qx "$known failure" "$DIR/results.pyalloc"; then
+        grep -qx "$known ok" "$DIR/results.glibc" || fail "$known failed on glibc too"
+        grep -A3 'in test_pass_fds_redirected' "$DIR/pyalloc.log" | grep -q "^800 : output=b'0,1,2,[0-9,]*,800" ||
+            fail "$known failed on pyalloc, not (only) because of the descriptor at 800 (see $DIR/pyalloc.log)"
+        sed -i "s/^$known failure\$/$known ok/" "$DIR/results.pyalloc"
+        if ! grep -qE '^case test\.test_subprocess\..* (failure|error)$' "$DIR/results.pyalloc"; then
+            sed -i 's/^file test_subprocess failed$/file test_subprocess passed/' "$DIR/results.pyalloc"
+        fi
+        if ! grep -q '^file .* failed$' "$DIR/results.pyalloc"; then
+            sed -i '1s/^exit 2$/exit 0/' "$DIR/results.pyalloc"
+        fi
+        echo "pyalloc: $known failed on the publication's descriptor (800) alone, as documented"
+    fi
     compare results
-    # proof, in the run itself: every regrtest worker seen had libpyalloc mapped, and pyalloc's pool
-    # resident unless it was seen only once (maybe right after its exec); and ld.so binds python3's
+    # proof, in the run itself: every regrtest worker seen more than once had libpyalloc mapped and
+    # pyalloc's pool resident (a worker seen once may have been sampled right after its exec, before
+    # ld.so mapped the preloads: a loaded machine showed it), at least one had; and ld.so binds python3's
     # malloc/free to libpyalloc in this environment
     grep -e '--worker-args' "$DIR/pool" >"$DIR/pool.workers"
     workers=$(wc -l <"$DIR/pool.workers")
     [ "$workers" -ge 1 ] || fail "no regrtest worker process was seen (see $DIR/pool)"
-    awk '$2 != 1' "$DIR/pool.workers" | grep -q . && fail "regrtest workers without libpyalloc mapped (see $DIR/pool)"
+    awk '$4 >= 2 && $2 != 1' "$DIR/pool.workers" | grep -q . && fail "regrtest workers without libpyalloc mapped (see $DIR/pool)"
+    awk '$2 == 1' "$DIR/pool.workers" | grep -q . || fail "no regrtest worker had libpyalloc mapped (see $DIR/pool)"
     awk '$4 >= 2 && $3 == 0' "$DIR/pool.workers" | grep -q . &&
         fail "regrtest workers without pyalloc's pool resident (see $DIR/pool)"
     served=$(awk '$3 > 0' "$DIR/pool.workers" | wc -l)
     [ "$served" -ge 1 ] || fail "no regrtest worker had pyalloc's pool resident (see $DIR/pool)"
     pre "$PY" -c 'import json, re; json.dumps([re.escape(str(i)) for i in range(1000)])' || fail "python3 failed under pyalloc"
     prove_bindings 'python3(\.11)?'
-    echo "$workers regrtest workers sampled, all with libpyalloc mapped, $served with pyalloc's pool resident (largest $(awk '{ if ($3 + 0 > m) m = $3 + 0 } END { print m }' "$DIR/pool.workers") kB)"
+    echo "$workers regrtest workers sampled, $(awk '$2 == 1' "$DIR/pool.workers" | wc -l) with libpyalloc mapped, $served with pyalloc's pool resident (largest $(awk '{ if ($3 + 0 > m) m = $3 + 0 } END { print m }' "$DIR/pool.workers") kB)"
     ;;
 
 php)

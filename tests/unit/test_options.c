@@ -81,6 +81,14 @@ static bool option_range(const char *name, unsigned long long *min, unsigned lon
         *max = PA_DIRTY_MAX >> 10;
     } else if (strcmp(name, "PYALLOC_DIRTY_RATIO") == 0) {
         *max = PA_DIRTY_RATIO_MAX;
+    } else if (strcmp(name, "PYALLOC_SAMPLE_BYTES") == 0) {
+        *min = 1;
+        *max = PA_SAMPLE_BYTES_MAX;
+    } else if (strcmp(name, "PYALLOC_GLIBC_TRIM_KB") == 0) {
+        *max = PA_GLIBC_TRIM_MAX >> 10;
+    } else if (strcmp(name, "PYALLOC_TIMELINE_MS") == 0) {
+        *min = PA_TIMELINE_MS_MIN;
+        *max = PA_TIMELINE_MS_MAX;
     } else {
         return false;
     }
@@ -101,7 +109,9 @@ static uint64_t human_bytes(const char *s) {
 
 static const char *const option_names[] = {
     "PYALLOC_ALIGN",       "PYALLOC_RESERVE_MB", "PYALLOC_PURGE_DELAY_MS", "PYALLOC_DIRTY_KB",
-    "PYALLOC_DIRTY_RATIO", "PYALLOC_STATS",      "PYALLOC_STATS_FILE",     "PYALLOC_MESH",
+    "PYALLOC_DIRTY_RATIO", "PYALLOC_STATS",      "PYALLOC_STATS_FILE",     "PYALLOC_BACKGROUND",
+    "PYALLOC_GLIBC_TRIM_KB", "PYALLOC_TIMELINE_MS", "PYALLOC_PUBLISH", "PYALLOC_SITES",
+    "PYALLOC_SAMPLE_BYTES", "PYALLOC_SITES_FILE", "PYALLOC_MESH",
 };
 #define NOPTIONS (sizeof option_names / sizeof option_names[0])
 
@@ -115,8 +125,22 @@ static long long option_value(const char *name) {
     if (strcmp(name, "PYALLOC_STATS") == 0) return pa_opt.stats ? pa_opt.stats : -1;
     if (strcmp(name, "PYALLOC_STATS_FILE") == 0) return pa_opt.stats_file[0] ? 1 : -1;
     if (strcmp(name, "PYALLOC_MESH") == 0) return pa_opt.mesh;
+    if (strcmp(name, "PYALLOC_SITES") == 0) return pa_opt.sites ? 1 : -1;
+    if (strcmp(name, "PYALLOC_SAMPLE_BYTES") == 0) return (long long)pa_opt.sample_bytes;
+    if (strcmp(name, "PYALLOC_SITES_FILE") == 0) return pa_opt.sites_file[0] ? 1 : -1;
+    if (strcmp(name, "PYALLOC_BACKGROUND") == 0) return pa_opt.background;
+    if (strcmp(name, "PYALLOC_GLIBC_TRIM_KB") == 0) return (long long)(pa_opt.glibc_trim >> 10);
+    if (strcmp(name, "PYALLOC_TIMELINE_MS") == 0) return pa_opt.timeline_ms;
+    if (strcmp(name, "PYALLOC_PUBLISH") == 0) return pa_opt.publish;
     fail_msg("docs/options.md documents %s, which this test does not know", name);
     return 0;
+}
+
+/* The value of an option whose values are words, as written (NULL for the others). */
+static const char *option_word(const char *name) {
+    if (strcmp(name, "PYALLOC_BACKGROUND") == 0)
+        return pa_opt.background == PA_BG_AUTO ? "auto" : pa_opt.background == PA_BG_ON ? "1" : "0";
+    return NULL;
 }
 
 /* The unit a _KB or _MB option is given in, to check the human-readable figure beside it. */
@@ -124,6 +148,7 @@ static uint64_t option_unit(const char *name) {
     size_t n = strlen(name);
     if (n > 3 && strcmp(name + n - 3, "_KB") == 0) return 1 << 10;
     if (n > 3 && strcmp(name + n - 3, "_MB") == 0) return 1 << 20;
+    if (n > 6 && strcmp(name + n - 6, "_BYTES") == 0) return 1;
     return 0;
 }
 
@@ -149,6 +174,12 @@ static void test_defaults_match_the_documented_ones(void **state) {
             if (got != -1) fail_msg("%s: documented unset, pa_options_read gives %lld", r->name, got);
             continue;
         }
+        if (option_word(r->name)) {
+            if (strcmp(option_word(r->name), r->value) != 0)
+                fail_msg("%s: documented default `%s`, pa_options_read gives %s", r->name, r->value,
+                         option_word(r->name));
+            continue;
+        }
         char *end;
         long long want = strtoll(r->value, &end, 10);
         if (*end || end == r->value) fail_msg("%s: documented default `%s` is not a number", r->name, r->value);
@@ -168,6 +199,7 @@ static void test_defaults_match_the_documented_ones(void **state) {
     /* the defaults in bytes (config.h) are the ones stated */
     assert_int_equal(PA_DIRTY_DEFAULT, (uint64_t)option_value("PYALLOC_DIRTY_KB") << 10);
     assert_int_equal(PA_RESERVE_DEFAULT, (uint64_t)option_value("PYALLOC_RESERVE_MB") << 20);
+    assert_int_equal(PA_SAMPLE_BYTES_DEFAULT, (uint64_t)option_value("PYALLOC_SAMPLE_BYTES"));
     if (align) setenv("PYALLOC_ALIGN", align, 1);
     free(align);
     pa_opt = saved;
@@ -197,7 +229,10 @@ static int child_main(void) {
     int status;
     if (pid < 0 || waitpid(pid, &status, 0) != pid || status != 0) return 5;
     pa_free(p);
-    for (size_t i = 0; i < NOPTIONS; i++) printf("%s=%lld\n", option_names[i], option_value(option_names[i]));
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        if (option_word(option_names[i])) printf("%s=%s\n", option_names[i], option_word(option_names[i]));
+        else printf("%s=%lld\n", option_names[i], option_value(option_names[i]));
+    }
     return 0;
 }
 
@@ -231,16 +266,38 @@ static const bad_value bad_values[] = {
     {"PYALLOC_DIRTY_KB=9999999999999", "is above 4294967296; using 4294967296", "PYALLOC_DIRTY_KB=4294967296"},
     {"PYALLOC_ALIGN=12", "is not 8 or 16; using 16", "PYALLOC_ALIGN=16"},
     {"PYALLOC_ALIGN=", "is not 8 or 16; using 16", "PYALLOC_ALIGN=16"},
-    {"PYALLOC_STATS=yes", "is not 1, text, json or 0; no report", "PYALLOC_STATS=-1"},
     {"PYALLOC_MESH=yes", "is not 0 or 1; meshing stays off", "PYALLOC_MESH=0"},
+    {"PYALLOC_SITES=yes", "is not 1 or 0; no sampling", "PYALLOC_SITES=-1"},
+    {"PYALLOC_SAMPLE_BYTES=0", "is below 1; using 1", "PYALLOC_SAMPLE_BYTES=1"},
+    {"PYALLOC_SAMPLE_BYTES=64k", "is not a number; using 524288", "PYALLOC_SAMPLE_BYTES=524288"},
+    {"PYALLOC_SAMPLE_BYTES=2000000000000", "is above 1099511627776; using 1099511627776",
+     "PYALLOC_SAMPLE_BYTES=1099511627776"},
+    {"PYALLOC_BACKGROUND=yes", "is not auto, 1 or 0; using auto", "PYALLOC_BACKGROUND=auto"},
+    {"PYALLOC_BACKGROUND=", "is not auto, 1 or 0; using auto", "PYALLOC_BACKGROUND=auto"},
+    {"PYALLOC_GLIBC_TRIM_KB=1M", "is not a number; using 1024", "PYALLOC_GLIBC_TRIM_KB=1024"},
+    {"PYALLOC_TIMELINE_MS=5", "is below 10; using 10", "PYALLOC_TIMELINE_MS=10"},
+    {"PYALLOC_TIMELINE_MS=0.5", "is not a number; using 100", "PYALLOC_TIMELINE_MS=100"},
+    {"PYALLOC_TIMELINE_MS=4000000", "is above 3600000; using 3600000", "PYALLOC_TIMELINE_MS=3600000"},
+    {"PYALLOC_PUBLISH=yes", "is not 1 or 0; using 1", "PYALLOC_PUBLISH=1"},
+    {"PYALLOC_PUBLISH=0", "", "PYALLOC_PUBLISH=0"},
+    {"PYALLOC_TIMELINE_MS=250", "", "PYALLOC_TIMELINE_MS=250"},
+    {"PYALLOC_STATS=yes", "is not 1, text, json, text,json or 0; no report", "PYALLOC_STATS=-1"},
+    {"PYALLOC_STATS=text,jsn", "is not 1, text, json, text,json or 0; no report", "PYALLOC_STATS=-1"},
     /* good values, and the empty ones that mean unset: no line at all */
     {"PYALLOC_RESERVE_MB=1024", "", "PYALLOC_RESERVE_MB=1024"},
     {"PYALLOC_PURGE_DELAY_MS=0", "", "PYALLOC_PURGE_DELAY_MS=0"},
+    {"PYALLOC_BACKGROUND=auto", "", "PYALLOC_BACKGROUND=auto"}, /* (1 would start a thread in the
+                                                                    fork child: TSan cannot) */
+    {"PYALLOC_BACKGROUND=0", "", "PYALLOC_BACKGROUND=0"},
+    {"PYALLOC_GLIBC_TRIM_KB=0", "", "PYALLOC_GLIBC_TRIM_KB=0"},
     {"PYALLOC_DIRTY_KB=0032768", "", "PYALLOC_DIRTY_KB=32768"},
     {"PYALLOC_STATS=", "", "PYALLOC_STATS=-1"},
     {"PYALLOC_STATS_FILE=", "", "PYALLOC_STATS_FILE=-1"},
     {"PYALLOC_MESH=1", "", "PYALLOC_MESH=1"},
     {"PYALLOC_MESH=", "", "PYALLOC_MESH=0"},
+    {"PYALLOC_SITES=", "", "PYALLOC_SITES=-1"},
+    {"PYALLOC_SITES=0", "", "PYALLOC_SITES=-1"},
+    {"PYALLOC_SAMPLE_BYTES=4096", "", "PYALLOC_SAMPLE_BYTES=4096"},
 };
 
 /* Runs the child with one setting; returns its stdout in out, its stderr in err. */

@@ -1,0 +1,215 @@
+/* SPDX-License-Identifier: MIT
+ * White-box tests of the sampler (src/sample.c) against pyalloc_core; registered twice:
+ *   test_sites off   PYALLOC_SITES unset: the countdowns never run out, whatever is allocated (every
+ *                    small size, passthrough requests, from several threads), the counts they keep are
+ *                    exact, the sampler's pseudo-heap holds no page: the allocator is as without the
+ *                    feature
+ *   test_sites on    PYALLOC_SITES=1, PYALLOC_SAMPLE_BYTES=4096: each size is sampled at the rate
+ *                    1 - exp(-n/R) (within 5 standard errors of a binomial count), passthrough bytes
+ *                    too; a sampled block lives in a page of the pseudo-heap, works as any block
+ *                    (contents, realloc, usable size, free from another thread) and a double free or
+ *                    an interior pointer of one aborts with the usual message
+ * and, in both, the sampler's 1 - exp(-x) against libm's. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "pyalloc.h"
+#include "../misuse/death.h"
+
+double pa_sample_prob(double x); /* sample.c */
+
+static uint64_t fired(void) { return atomic_load(&pa_sample_fired); }
+
+static void test_prob_matches_libm(void **state) {
+    (void)state;
+    for (double x = 1e-9; x < 50; x *= 1.07) {
+        double want = -expm1(-x), got = pa_sample_prob(x);
+        if (fabs(got - want) > 1e-13 * want) fail_msg("1 - exp(-%g): %.17g, libm %.17g", x, got, want);
+    }
+    assert_true(pa_sample_prob(0) == 0);
+    assert_true(pa_sample_prob(100) == 1);
+}
+
+/* ---- off ---- */
+
+static void *off_thread(void *arg) {
+    (void)arg;
+    for (int r = 0; r < 50; r++)
+        for (size_t n = 0; n <= PA_SMALL; n++) pa_free(pa_malloc(n));
+    return NULL;
+}
+
+static void test_off_countdown_never_fires(void **state) {
+    (void)state;
+    assert_true(pa_ready());
+    assert_false(pa_opt.sites);
+    assert_false(pa_sample_on);
+    void *first = pa_malloc(1);
+    pa_heap *h = pa_tls_heap;
+    void *p = NULL;
+    for (size_t n = 1; n < 100000; n *= 2) p = pa_realloc(p, n);
+    pa_free(p);
+    uint64_t before[PA_NDIRECT];
+    for (size_t n = 0; n < PA_NDIRECT; n++) before[n] = pa_heap_allocs(h, n);
+    /* every small size 1000 times (the first 8 MiB of each alone would make thousands of samples at
+     * the default rate), passthrough requests, calloc, realloc, aligned; and other threads */
+    for (int r = 0; r < 1000; r++) {
+        for (size_t n = 0; n <= PA_SMALL; n++) {
+            void *p = pa_malloc(n);
+            assert_non_null(p);
+            pa_free(p);
+        }
+    }
+    for (int r = 0; r < 2000; r++) pa_free(pa_malloc(600 + (size_t)r * 100));
+    for (int r = 0; r < 1000; r++) pa_free(pa_calloc(3, 100));
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&t[i], NULL, off_thread, NULL), 0);
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_join(t[i], NULL), 0);
+    assert_int_equal(fired(), 0);
+    /* the counts the countdowns keep are exact: 1000 of each size, 3 x 100 for the calloc's 300, ... */
+    for (size_t n = 0; n < PA_NDIRECT; n++) {
+        uint64_t want = 1000 + (n == 300 ? 1000 : 0);
+        uint64_t got = pa_heap_allocs(h, n) - before[n];
+        if (got != want) fail_msg("size %zu: %llu allocations counted, %llu made", n, (unsigned long long)got,
+                                  (unsigned long long)want);
+        assert_true(h->cd[n] > PA_CD_OFF / 2); /* never near zero */
+        assert_int_equal(h->smp.base[n], (uint64_t)PA_CD_OFF);
+    }
+    assert_true(h->smp.sys_cd == PA_CD_OFF);
+    /* no page belongs to the pseudo-heap */
+    size_t npages = pa_load_relaxed(&pa_limit) >> PA_PAGE_SHIFT;
+    for (size_t i = 0; i < npages; i++) assert_true(pa_load_relaxed(&pa_pages[i].heap) != &pa_sample_heap);
+    pa_free(first);
+}
+
+/* ---- on ---- */
+
+static void test_on_rate_per_size(void **state) {
+    (void)state;
+    assert_true(pa_ready());
+    assert_true(pa_opt.sites && pa_sample_on);
+    const double R = (double)pa_opt.sample_bytes;
+    assert_true(R == 4096);
+    static const size_t sizes[] = {8, 64, 240, 512};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        size_t n = sizes[i];
+        const int k = 400000;
+        uint64_t f0 = fired();
+        for (int j = 0; j < k; j++) pa_free(pa_malloc(n));
+        double p = -expm1(-(double)n / R), want = k * p, sd = sqrt(k * p * (1 - p));
+        double got = (double)(fired() - f0);
+        if (fabs(got - want) > 5 * sd)
+            fail_msg("size %zu: %.0f sampled of %d, expected %.0f +- %.0f (5 sd)", n, got, k, want, 5 * sd);
+    }
+    /* passthrough requests: a byte countdown, so 1000-byte requests are sampled with 1 - exp(-1000/R) */
+    const int k = 100000;
+    uint64_t f0 = fired();
+    for (int j = 0; j < k; j++) pa_free(pa_malloc(1000));
+    double p = -expm1(-1000 / R), want = k * p, sd = sqrt(k * p * (1 - p));
+    double got = (double)(fired() - f0);
+    if (fabs(got - want) > 5 * sd) fail_msg("1000 B: %.0f sampled of %d, expected %.0f +- %.0f", got, k, want, 5 * sd);
+}
+
+static void test_on_counts_stay_exact(void **state) {
+    (void)state;
+    pa_free(pa_malloc(64));
+    pa_heap *h = pa_tls_heap;
+    uint64_t before = pa_heap_allocs(h, 64), f0 = fired();
+    for (int j = 0; j < 100000; j++) pa_free(pa_malloc(64));
+    assert_true(fired() > f0); /* the countdown ran out, and was reset, many times */
+    assert_int_equal(pa_heap_allocs(h, 64) - before, 100000);
+}
+
+/* A block the sampler took (allocated when the countdown ran out), of size n. */
+static void *sampled_block(size_t n) {
+    for (int i = 0; i < 10000000; i++) {
+        uint64_t f0 = fired();
+        void *p = pa_malloc(n);
+        if (fired() != f0) return p;
+        pa_free(p);
+    }
+    fail_msg("no sample of %zu bytes in 10 million allocations", n);
+    return NULL;
+}
+
+static void *free_elsewhere(void *p) {
+    pa_free(p);
+    return NULL;
+}
+
+static void test_on_sampled_blocks_work(void **state) {
+    (void)state;
+    for (size_t n = 16; n <= PA_SMALL; n += 48) {
+        unsigned char *p = sampled_block(n);
+        pa_page *pg = pa_page_of(p);
+        assert_non_null(pg);
+        assert_ptr_equal(pa_load_relaxed(&pg->heap), &pa_sample_heap);
+        assert_true(pa_malloc_usable_size(p) >= n);
+        memset(p, 0x5a, n);
+        p = pa_realloc(p, n + 700); /* to the passthrough: copied, the sampled block freed */
+        for (size_t i = 0; i < n; i++) assert_int_equal(p[i], 0x5a);
+        pa_free(p);
+        /* freed by another thread: the remote free reaches the sampler too */
+        void *q = sampled_block(n);
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, free_elsewhere, q), 0);
+        assert_int_equal(pthread_join(t, NULL), 0);
+    }
+    /* a passthrough block the sampler recorded, freed and reallocated */
+    void *big = sampled_block(3000);
+    assert_null(pa_page_of(big));
+    big = pa_realloc(big, 9000);
+    pa_free(big);
+}
+
+static void double_free_child(void *p) {
+    pa_free(p);
+    pa_free(p);
+}
+
+static void interior_child(void *p) { pa_free((char *)p + 16); }
+
+static void fine_child(void *p) { pa_free(p); }
+
+static void test_on_misuse_of_a_sampled_block(void **state) {
+    (void)state;
+    void *p = sampled_block(100);
+    struct outcome o;
+    run_in_child(double_free_child, p, &o);
+    expect_abort(&o, "double free", NULL, p);
+    run_in_child(interior_child, p, &o);
+    expect_abort(&o, "invalid pointer", NULL, (char *)p + 16);
+    run_in_child(fine_child, p, &o);
+    expect_clean_exit(&o);
+    pa_free(p);
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "off") == 0) {
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_prob_matches_libm),
+            cmocka_unit_test(test_off_countdown_never_fires),
+        };
+        return cmocka_run_group_tests_name("sites (sampling off)", tests, NULL, NULL);
+    }
+    if (argc == 2 && strcmp(argv[1], "on") == 0) {
+        const struct CMUnitTest tests[] = {
+            cmocka_unit_test(test_prob_matches_libm),
+            cmocka_unit_test(test_on_rate_per_size),
+            cmocka_unit_test(test_on_counts_stay_exact),
+            cmocka_unit_test(test_on_sampled_blocks_work),
+            cmocka_unit_test(test_on_misuse_of_a_sampled_block),
+        };
+        return cmocka_run_group_tests_name("sites (sampling on)", tests, NULL, NULL);
+    }
+    fprintf(stderr, "usage: test_sites off|on\n");
+    return 2;
+}
