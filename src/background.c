@@ -473,6 +473,8 @@ void pa_bg_request(unsigned work) {
 
 void pa_bg_exiting(void) { atomic_store(&bg_exiting, 1); }
 
+bool pa_bg_running(void) { return atomic_load(&bg_state) == ST_RUNNING; }
+
 /* ---- fork ---- */
 
 void pa_bg_fork_prepare(void) { pthread_mutex_lock(&sys_lock); }

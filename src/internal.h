@@ -474,6 +474,9 @@ extern _Atomic int pa_bg_want;      /* work appeared and no helper runs: start o
 void pa_bg_init(void);              /* from the constructor: options, libc's maps, the free hooks */
 void pa_bg_pool_work(void);         /* the pool's dirty list went from empty to not (no lock held) */
 void pa_bg_start(const void *caller) PA_COLD;
+/* The helper thread exists. It never writes a block of the program's, so mesh.c counts a process
+ * whose other thread is the helper as single-threaded. */
+bool pa_bg_running(void);
 bool pa_bg_caller_is_program(const void *caller); /* not libc's, ld.so's or pyalloc's own code */
 /* At a point where no lock of pyalloc is held: start the helper if work waits for one. caller is
  * the program's return address (free paths), or PA_BG_SAFE where no glibc lock can be held. */

@@ -109,7 +109,7 @@ static long mesh_read_file(const char *path, char *buf, size_t cap) {
 }
 
 /* Threads of this process (/proc/self/stat, field 20), or -1. */
-static long mesh_threads(void) {
+static long mesh_threads_all(void) {
     char buf[1024];
     if (mesh_read_file("/proc/self/stat", buf, sizeof buf) <= 0) return -1;
     const char *s = strrchr(buf, ')');
@@ -123,6 +123,14 @@ static long mesh_threads(void) {
     long v = 0;
     for (; *s >= '0' && *s <= '9'; s++) v = v * 10 + (*s - '0');
     return v;
+}
+
+/* The program's threads: the process's, less pyalloc's background thread (background.c), which
+ * touches no block: it purges pool pages, trims glibc's heap and reads counters, under the locks a
+ * pass takes too. */
+static long mesh_threads(void) {
+    long n = mesh_threads_all();
+    return n > 0 && pa_bg_running() ? n - 1 : n;
 }
 
 static uint64_t mesh_rand(void) {
