@@ -327,6 +327,21 @@ extern _Atomic uint64_t pa_orphan_remote_frees;
 /* Pages per class, now and at the peak: kept whether or not PA_STATS (a page event is rare). */
 void pa_stat_page(uint32_t cls, int delta);
 void pa_stats_at_exit(void); /* the PYALLOC_STATS report, if asked for */
+/* The readers of the heaps' counters (stats.c, and sample.c's pa_heap_allocs), whose writers are
+ * the fast paths' plain adds (one writer each,
+ * a word at a time: a read sees the value before or after an add, never half of one). The peak
+ * and the timeline read them while every thread runs, so ThreadSanitizer would report each pair;
+ * it checks everything else. */
+#if defined(__SANITIZE_THREAD__)
+#define PA_COUNTER_READER __attribute__((no_sanitize("thread")))
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PA_COUNTER_READER __attribute__((no_sanitize("thread")))
+#endif
+#endif
+#ifndef PA_COUNTER_READER
+#define PA_COUNTER_READER
+#endif
 uint64_t pa_stats_sys_bytes(void); /* bytes asked of glibc, all heaps; UINT64_MAX if not counted */
 /* Bytes live now: small blocks (blocks out x class size) and glibc blocks (usable sizes), for the
  * peak's evaluations (monitor.c, one thread at a time). pa_stats_get reads the same counters. */

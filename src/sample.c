@@ -156,7 +156,7 @@ void pa_sample_heap_init(pa_heap *h) {
     h->smp.sys_cd = on ? smp_draw(h, (double)pa_opt.sample_bytes) : PA_CD_OFF;
 }
 
-uint64_t pa_heap_allocs(const pa_heap *h, size_t n) {
+PA_COUNTER_READER uint64_t pa_heap_allocs(const pa_heap *h, size_t n) {
     for (;;) {
         uint32_t s1 = atomic_load_explicit(&h->smp.seq, memory_order_acquire);
         uint64_t base = __atomic_load_n(&h->smp.base[n], __ATOMIC_RELAXED);
@@ -283,7 +283,7 @@ static bool smp_str_room(size_t len) {
 static uint32_t smp_str_intern(const char *s, size_t len) {
     if (len > SMP_STR_MAX) len = SMP_STR_MAX;
     if (!smp_str_room(len)) return 0;
-    memcpy(strs.buf + strs.used, s, len);
+    if (len) memcpy(strs.buf + strs.used, s, len); /* "" at start-up: no buffer yet */
     return smp_str_commit(len);
 }
 

@@ -42,21 +42,6 @@ void pa_stat_page(uint32_t cls, int delta) {
 /* Another thread's counter: a relaxed load of a word it alone writes. */
 #define RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
-/* The readers of those counters, whose writers are the fast paths' plain adds (one writer each,
- * a word at a time: a read sees the value before or after an add, never half of one). The peak
- * and the timeline read them while every thread runs, so ThreadSanitizer would report each pair;
- * it checks everything else. */
-#if defined(__SANITIZE_THREAD__)
-#define PA_COUNTER_READER __attribute__((no_sanitize("thread")))
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define PA_COUNTER_READER __attribute__((no_sanitize("thread")))
-#endif
-#endif
-#ifndef PA_COUNTER_READER
-#define PA_COUNTER_READER
-#endif
-
 /* ---- the counts: what the heaps say now ----
  * Every figure of the statistics, the peak and the timeline is read here, and only here: blocks
  * handed out (by request size) and freed (by class) and the passthrough's bytes, summed over the
