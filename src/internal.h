@@ -50,6 +50,7 @@ void pa_warn(const char *text);
 void pa_warn_parts(const char *const *parts, size_t count);
 /* Formats into buf without allocating; returns bytes written. */
 size_t pa_fmt_u64(char *buf, uint64_t v);
+bool pa_fmt_path(char *buf, size_t cap, const char *pattern, const char *suffix); /* %p: the pid */
 size_t pa_fmt_hex(char *buf, uint64_t v);
 void pa_write_all(int fd, const char *s, size_t n);
 

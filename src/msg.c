@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT
  * Diagnostics that never allocate: own number formatting and write(2).
  * Exports pa_fatal (one line naming the fault and the address, then abort), pa_warn and
- * pa_warn_parts (one line), and the number formatting they use (pa_fmt_u64, pa_fmt_hex). */
+ * pa_warn_parts (one line), the number formatting they use (pa_fmt_u64, pa_fmt_hex), and report
+ * file names with the pid in them (pa_fmt_path). */
 #include "internal.h"
 
 #include <errno.h>
@@ -88,3 +89,26 @@ _Noreturn void pa_assert_fail(const char *expr, const char *file, int line) {
     abort();
 }
 #endif
+
+/* pattern with each %p replaced by the pid, then suffix, into buf (PYALLOC_STATS_FILE,
+ * PYALLOC_SITES_FILE); false if it does not fit in cap bytes. */
+bool pa_fmt_path(char *buf, size_t cap, const char *pattern, const char *suffix) {
+    size_t n = 0;
+    for (const char *s = pattern; *s; s++) {
+        if (s[0] == '%' && s[1] == 'p') {
+            char d[24];
+            size_t len = pa_fmt_u64(d, (uint64_t)getpid());
+            if (n + len >= cap) return false;
+            memcpy(buf + n, d, len);
+            n += len;
+            s++;
+        } else {
+            if (n + 1 >= cap) return false;
+            buf[n++] = *s;
+        }
+    }
+    size_t len = strlen(suffix);
+    if (n + len >= cap) return false;
+    memcpy(buf + n, suffix, len + 1);
+    return true;
+}

@@ -781,32 +781,11 @@ static void sw_sum(smp_writer *w, const smp_sum *s) {
     sw_u64(w, (uint64_t)(s->var + 0.5));
 }
 
-/* PYALLOC_SITES_FILE with %p replaced by the pid. */
-static bool smp_path(char *buf, size_t cap) {
-    const char *pat = pa_opt.sites_file[0] ? pa_opt.sites_file : "pyalloc-sites.%p";
-    size_t n = 0;
-    for (const char *s = pat; *s; s++) {
-        if (s[0] == '%' && s[1] == 'p') {
-            char d[24];
-            size_t len = pa_fmt_u64(d, (uint64_t)getpid());
-            if (n + len >= cap) return false;
-            memcpy(buf + n, d, len);
-            n += len;
-            s++;
-        } else {
-            if (n + 1 >= cap) return false;
-            buf[n++] = *s;
-        }
-    }
-    buf[n] = 0;
-    return true;
-}
-
 /* The file the report is made from (format: tools/pyalloc_sites.py, "The library's data"). */
 void pa_sample_write(void) {
     if (!smp_ready) return;
     char path[sizeof pa_opt.sites_file + 32];
-    if (!smp_path(path, sizeof path)) {
+    if (!pa_fmt_path(path, sizeof path, pa_opt.sites_file[0] ? pa_opt.sites_file : "pyalloc-sites.%p", "")) {
         pa_warn("PYALLOC_SITES_FILE is too long; the sites are not written");
         return;
     }

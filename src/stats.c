@@ -666,34 +666,12 @@ static void stats_warn(const char *why) {
     w_flush(&w);
 }
 
-/* PYALLOC_STATS_FILE with each %p replaced by the pid, then suffix, into buf; false if it does not fit. */
-static bool stats_path(char *buf, size_t cap, const char *pattern, const char *suffix) {
-    size_t n = 0;
-    for (const char *s = pattern; *s; s++) {
-        if (s[0] == '%' && s[1] == 'p') {
-            char d[24];
-            size_t len = pa_fmt_u64(d, (uint64_t)getpid());
-            if (n + len >= cap) return false;
-            memcpy(buf + n, d, len);
-            n += len;
-            s++;
-        } else {
-            if (n + 1 >= cap) return false;
-            buf[n++] = *s;
-        }
-    }
-    size_t len = strlen(suffix);
-    if (n + len >= cap) return false;
-    memcpy(buf + n, suffix, len + 1);
-    return true;
-}
-
 /* Opens this process's report file for format; -1 (and *why set) if it cannot. */
 static int stats_open(int format, const char **why) {
     char path[sizeof pa_opt.stats_file + 40];
     const char *suffix = "";
     if ((pa_opt.stats & 3) == 3) suffix = stats_formats[format == PA_STATS_JSON].suffix;
-    if (!stats_path(path, sizeof path, pa_opt.stats_file, suffix)) {
+    if (!pa_fmt_path(path, sizeof path, pa_opt.stats_file, suffix)) {
         *why = "PYALLOC_STATS_FILE is too long";
         return -1;
     }
