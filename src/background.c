@@ -174,21 +174,6 @@ static void sys_resolve(void) {
 #endif
 }
 
-/* Resident bytes of the process (/proc/self/statm, read without allocating); 0 if unreadable. */
-static uint64_t bg_rss(void) {
-    char buf[128];
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = 0;
-    const char *s = strchr(buf, ' ');
-    uint64_t pages = 0;
-    for (s = s ? s + 1 : buf + n; *s >= '0' && *s <= '9'; s++) pages = pages * 10 + (uint64_t)(*s - '0');
-    return pages * (uint64_t)sysconf(_SC_PAGESIZE);
-}
-
 /* The helper's view of glibc's heap (its own: no other thread reads it). */
 static struct {
     uint32_t rearm_at; /* when to point the table at the hooks again */
@@ -214,9 +199,9 @@ static void sys_check(void) {
     uint64_t need = (uint64_t)mi.ordblks * PA_OS_PAGE;
     if (need < pa_opt.glibc_trim) need = pa_opt.glibc_trim;
     if (fresh < need) return;
-    uint64_t before = bg_rss();
+    uint64_t before = pa_os_rss();
     sys_trim_fn(0);
-    uint64_t after_trim = bg_rss();
+    uint64_t after_trim = pa_os_rss();
     atomic_fetch_add_explicit(&sys_trims, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&sys_trim_bytes, sat_sub(before, after_trim), memory_order_relaxed);
     sys.have_base = true;
@@ -387,32 +372,12 @@ static unsigned bg_in_iterate;
 static void bg_iterate_next(void) {}
 #endif
 
-/* The process's threads, from /proc/self/stat (field 20), read without allocating; 0 if unknown. */
-static long bg_count_threads(void) {
-    char buf[1024];
-    int fd = open("/proc/self/stat", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = 0;
-    char *s = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
-    if (!s) return 0;
-    for (int field = 2; field < 20; field++) { /* s is at the end of field 2 */
-        s = strchr(s + 1, ' ');
-        if (!s) return 0;
-    }
-    long v = 0;
-    for (s++; *s >= '0' && *s <= '9'; s++) v = v * 10 + (*s - '0');
-    return v;
-}
-
 static bool bg_multithreaded(void) {
     if (__libc_single_threaded) return false; /* no thread was ever created */
     uint32_t now = pa_clock_ms(), next = atomic_load_explicit(&bg_next_count, memory_order_relaxed);
     if (next && !due(now, next)) return false;
     atomic_store_explicit(&bg_next_count, after(now, PA_BG_COUNT_MS) | 1, memory_order_relaxed);
-    return bg_count_threads() >= 2;
+    return pa_os_threads() >= 2;
 }
 
 static bool bg_spawn(void) {

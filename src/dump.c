@@ -49,22 +49,6 @@ static uint64_t dump_count_lines(const char *path) {
     return lines;
 }
 
-/* The second number of /proc/self/statm (resident pages), or 0. */
-static uint64_t dump_rss_pages(void) {
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return 0;
-    char buf[256];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return 0;
-    buf[n] = 0;
-    const char *s = buf;
-    while (*s && *s != ' ') s++;
-    uint64_t v = 0;
-    for (s++; *s >= '0' && *s <= '9'; s++) v = v * 10 + (uint64_t)(*s - '0');
-    return v;
-}
-
 /* Marks the blocks of list (a free list of pg) in bits; false if the list leaves the page. */
 static bool dump_mark(const pa_page *pg, pa_block *list, uint8_t *bits) {
     uint32_t limit = pa_class_blocks(pg->cls);
@@ -152,7 +136,7 @@ __attribute__((destructor)) static void dump_at_exit(void) {
     dump_str(" dirty=");
     dump_u64(dirty);
     dump_str(" rss_kb=");
-    dump_u64(dump_rss_pages() * 4);
+    dump_u64((pa_os_rss() / PA_OS_PAGE) * 4);
     dump_str(" maps=");
     dump_u64(dump_count_lines("/proc/self/maps"));
     dump_str(" mincore=");

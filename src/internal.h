@@ -89,6 +89,9 @@ enum { PA_BG_OFF = 0, PA_BG_AUTO = 1, PA_BG_ON = 2 };
 const char *pa_getenv(const char *name);
 
 /* ---- os.c: the only calls into the kernel; errno is preserved ---- */
+uint64_t pa_os_rss(void);   /* resident bytes (/proc/self/statm); 0 where /proc is not mounted */
+long pa_os_threads(void);   /* the process's threads (/proc/self/stat); -1 if unknown */
+long pa_os_read_proc(const char *path, char *buf, size_t cap); /* a small /proc file; -1 */
 void *pa_os_reserve(size_t size, size_t align);
 bool pa_os_commit(void *p, size_t size);
 void pa_os_decommit(void *p, size_t size);

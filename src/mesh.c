@@ -98,38 +98,11 @@ static _Atomic uint32_t mesh_frozen_n[PA_NCLASS]; /* frozen live pages by class:
 
 /* ---- small helpers ---- */
 
-static long mesh_read_file(const char *path, char *buf, size_t cap) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    ssize_t n = read(fd, buf, cap - 1);
-    close(fd);
-    if (n < 0) return -1;
-    buf[n] = 0;
-    return n;
-}
-
-/* Threads of this process (/proc/self/stat, field 20), or -1. */
-static long mesh_threads_all(void) {
-    char buf[1024];
-    if (mesh_read_file("/proc/self/stat", buf, sizeof buf) <= 0) return -1;
-    const char *s = strrchr(buf, ')');
-    if (!s) return -1;
-    s++;
-    for (int field = 3; field < 20; field++) { /* skip fields 3..19 */
-        while (*s == ' ') s++;
-        while (*s && *s != ' ') s++;
-    }
-    while (*s == ' ') s++;
-    long v = 0;
-    for (; *s >= '0' && *s <= '9'; s++) v = v * 10 + (*s - '0');
-    return v;
-}
-
 /* The program's threads: the process's, less pyalloc's background thread (background.c), which
  * touches no block: it purges pool pages, trims glibc's heap and reads counters, under the locks a
  * pass takes too. */
 static long mesh_threads(void) {
-    long n = mesh_threads_all();
+    long n = pa_os_threads();
     return n > 0 && pa_bg_running() ? n - 1 : n;
 }
 
@@ -170,7 +143,7 @@ static bool mesh_tables(void) {
         mesh.focc = mesh_map_anon(2 * mesh.half * PA_MESH_RWORDS * sizeof(uint64_t));
         char buf[64];
         mesh.max_maps = 0;
-        if (mesh_read_file("/proc/sys/vm/max_map_count", buf, sizeof buf) > 0)
+        if (pa_os_read_proc("/proc/sys/vm/max_map_count", buf, sizeof buf) > 0)
             for (const char *d = buf; *d >= '0' && *d <= '9'; d++) mesh.max_maps = mesh.max_maps * 10 + (*d - '0');
         mesh.rng = (uint64_t)__builtin_ia32_rdtsc() | 1;
         if (!mesh.recs || !mesh.bits || !mesh.refs || !mesh.focc || mesh.max_maps <= 0) {

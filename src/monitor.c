@@ -123,26 +123,6 @@ static uint64_t mon_now(void) {
     return t > mon.start_ms ? t - mon.start_ms : 0;
 }
 
-/* The resident set size: /proc/self/statm's second field (pages). 0 where /proc is not mounted. */
-static uint64_t rss_read(void) {
-    int saved = errno;
-    char buf[128];
-    ssize_t n = -1;
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    if (fd >= 0) {
-        n = read(fd, buf, sizeof buf - 1);
-        close(fd);
-    }
-    errno = saved;
-    if (n <= 0) return 0;
-    buf[n] = 0;
-    const char *s = buf;
-    while (*s && *s != ' ') s++; /* past the first field, the size */
-    uint64_t pages = 0;
-    for (s++; *s >= '0' && *s <= '9'; s++) pages = pages * 10 + (uint64_t)(*s - '0');
-    return pages * PA_OS_PAGE;
-}
-
 /* ---- the busy flag ---- */
 
 static bool mon_try_lock(void) {
@@ -178,7 +158,7 @@ static void mon_peak(uint64_t now, uint64_t small, uint64_t large, uint64_t rss)
     if (live > mon.peak_t_live + 2 * peak_step(live)) {
         mon.peak_t_live = live;
         atomic_store_explicit(&mon.peak_t, now, memory_order_relaxed);
-        atomic_store_explicit(&mon.peak_rss, rss ? rss : rss_read(), memory_order_relaxed);
+        atomic_store_explicit(&mon.peak_rss, rss ? rss : pa_os_rss(), memory_order_relaxed);
     }
     mon.peak_small = small;
     mon.peak_large = large;
@@ -345,7 +325,7 @@ void pa_mon_read(pa_mon_now *out) {
     out->peak_rss = atomic_load_explicit(&mon.peak_rss, memory_order_relaxed);
     out->t_ms = started ? mon_now() : 0;
     out->start_ms = started ? mon.start_ms : 0;
-    out->rss = rss_read();
+    out->rss = pa_os_rss();
 }
 
 uint64_t pa_mon_start_ms(void) {

@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: MIT
- * The only calls into the kernel for memory: reserve, commit, give back and protect address space.
- * errno is preserved around each, because free() must not change it. */
+ * The only calls into the kernel for memory: reserve, commit, give back and protect address space;
+ * and the two figures of the process that /proc gives (resident bytes, threads), read without
+ * allocating. errno is preserved around each, because free() must not change it. */
 #include "internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 void *pa_os_reserve(size_t size, size_t align) {
     int saved = errno;
@@ -57,3 +61,41 @@ bool pa_os_protect(void *p, size_t size, bool writable) {
     errno = saved;
     return ok;
 }
+
+/* A small /proc file into buf (at most cap - 1 bytes, NUL-terminated); its length, or -1. */
+long pa_os_read_proc(const char *path, char *buf, size_t cap) {
+    int saved = errno;
+    ssize_t n = -1;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        n = read(fd, buf, cap - 1);
+        close(fd);
+    }
+    errno = saved;
+    if (n >= 0) buf[n] = 0;
+    return (long)n;
+}
+
+uint64_t pa_os_rss(void) {
+    char buf[128];
+    if (pa_os_read_proc("/proc/self/statm", buf, sizeof buf) <= 0) return 0;
+    const char *s = strchr(buf, ' '); /* past the first field, the size */
+    uint64_t pages = 0;
+    for (s = s ? s + 1 : ""; *s >= '0' && *s <= '9'; s++) pages = pages * 10 + (uint64_t)(*s - '0');
+    return pages * PA_OS_PAGE;
+}
+
+long pa_os_threads(void) {
+    char buf[1024];
+    if (pa_os_read_proc("/proc/self/stat", buf, sizeof buf) <= 0) return -1;
+    const char *s = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    if (!s) return -1;
+    for (int field = 2; field < 20; field++) { /* s is at the end of field 2 */
+        s = strchr(s + 1, ' ');
+        if (!s) return -1;
+    }
+    long v = 0;
+    for (s++; *s >= '0' && *s <= '9'; s++) v = v * 10 + (*s - '0');
+    return v;
+}
+
