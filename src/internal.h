@@ -51,6 +51,17 @@ void pa_warn_parts(const char *const *parts, size_t count);
 /* Formats into buf without allocating; returns bytes written. */
 size_t pa_fmt_u64(char *buf, uint64_t v);
 bool pa_fmt_path(char *buf, size_t cap, const char *pattern, const char *suffix); /* %p: the pid */
+/* The reports' output (stats.c, sample.c): a buffer flushed with write(2), nothing allocated. After
+ * a write fails nothing more is written, and failed says so. */
+typedef struct pa_writer {
+    int fd;
+    bool failed;
+    size_t n;
+    char buf[4096];
+} pa_writer;
+void pa_w_flush(pa_writer *w);
+void pa_w_mem(pa_writer *w, const char *s, size_t len);
+void pa_w_str(pa_writer *w, const char *s);
 size_t pa_fmt_hex(char *buf, uint64_t v);
 void pa_write_all(int fd, const char *s, size_t n);
 

@@ -2,7 +2,7 @@
  * Diagnostics that never allocate: own number formatting and write(2).
  * Exports pa_fatal (one line naming the fault and the address, then abort), pa_warn and
  * pa_warn_parts (one line), the number formatting they use (pa_fmt_u64, pa_fmt_hex), and report
- * file names with the pid in them (pa_fmt_path). */
+ * file names with the pid in them (pa_fmt_path); a buffered writer for the reports (pa_w_*). */
 #include "internal.h"
 
 #include <errno.h>
@@ -112,3 +112,23 @@ bool pa_fmt_path(char *buf, size_t cap, const char *pattern, const char *suffix)
     memcpy(buf + n, suffix, len + 1);
     return true;
 }
+
+void pa_w_flush(pa_writer *w) {
+    size_t done = 0;
+    while (done < w->n && !w->failed) {
+        ssize_t k = write(w->fd, w->buf + done, w->n - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) w->failed = true; /* nothing more is written: the reader learns of a cut */
+        else done += (size_t)k;
+    }
+    w->n = 0;
+}
+
+void pa_w_mem(pa_writer *w, const char *s, size_t len) {
+    for (size_t i = 0; i < len; i++) {
+        if (w->n == sizeof w->buf) pa_w_flush(w);
+        w->buf[w->n++] = s[i];
+    }
+}
+
+void pa_w_str(pa_writer *w, const char *s) { pa_w_mem(w, s, strlen(s)); }

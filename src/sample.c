@@ -707,57 +707,30 @@ void pa_sample_start(void) {
 
 /* ---- the report's data, at exit ---- */
 
-typedef struct smp_writer {
-    int fd;
-    bool failed;
-    size_t n;
-    char buf[4096];
-} smp_writer;
-
-static void sw_flush(smp_writer *w) {
-    size_t done = 0;
-    while (done < w->n && !w->failed) {
-        ssize_t k = write(w->fd, w->buf + done, w->n - done);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) w->failed = true;
-        else done += (size_t)k;
-    }
-    w->n = 0;
-}
-
-static void sw_bytes(smp_writer *w, const char *s, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        if (w->n == sizeof w->buf) sw_flush(w);
-        w->buf[w->n++] = s[i];
-    }
-}
-
-static void sw_str(smp_writer *w, const char *s) { sw_bytes(w, s, strlen(s)); }
-
-static void sw_u64(smp_writer *w, uint64_t v) {
+static void sw_u64(pa_writer *w, uint64_t v) {
     char d[24];
-    sw_bytes(w, " ", 1);
-    sw_bytes(w, d, pa_fmt_u64(d, v));
+    pa_w_mem(w, " ", 1);
+    pa_w_mem(w, d, pa_fmt_u64(d, v));
 }
 
-static void sw_hex(smp_writer *w, uint64_t v) {
+static void sw_hex(pa_writer *w, uint64_t v) {
     char d[24];
-    sw_bytes(w, " ", 1);
-    sw_bytes(w, d, pa_fmt_hex(d, v));
+    pa_w_mem(w, " ", 1);
+    pa_w_mem(w, d, pa_fmt_hex(d, v));
 }
 
 /* Text as one field: bytes below '!', '%' and above '~' as %XX. */
-static void sw_text(smp_writer *w, const char *s, size_t n) {
+static void sw_text(pa_writer *w, const char *s, size_t n) {
     static const char hex[] = "0123456789ABCDEF";
-    sw_bytes(w, " ", 1);
-    if (n == 0) sw_bytes(w, "%", 1); /* an empty field is "%" alone */
+    pa_w_mem(w, " ", 1);
+    if (n == 0) pa_w_mem(w, "%", 1); /* an empty field is "%" alone */
     for (size_t i = 0; i < n; i++) {
         uint8_t c = (uint8_t)s[i];
         if (c <= ' ' || c == '%' || c > '~') {
             char e[3] = {'%', hex[c >> 4], hex[c & 15]};
-            sw_bytes(w, e, 3);
+            pa_w_mem(w, e, 3);
         } else {
-            sw_bytes(w, s + i, 1);
+            pa_w_mem(w, s + i, 1);
         }
     }
 }
@@ -774,7 +747,7 @@ static void smp_tally(const smp_mark *m, bool exit) {
     }
 }
 
-static void sw_sum(smp_writer *w, const smp_sum *s) {
+static void sw_sum(pa_writer *w, const smp_sum *s) {
     sw_u64(w, s->n);
     sw_u64(w, (uint64_t)(s->bytes + 0.5));
     sw_u64(w, (uint64_t)(s->blocks + 0.5));
@@ -805,32 +778,32 @@ void pa_sample_write(void) {
     for (size_t i = 0; i < stk.n; i++) stk.s[i].peak = stk.s[i].exit = (smp_sum){0, 0, 0, 0};
     if (mark_peak.set) smp_tally(&mark_peak, false);
     smp_tally(&mark_exit, true);
-    smp_writer w = {.fd = fd};
-    sw_str(&w, "pyalloc-sites 1\nversion");
+    pa_writer w = {.fd = fd};
+    pa_w_str(&w, "pyalloc-sites 1\nversion");
     sw_text(&w, PA_VERSION_STRING, strlen(PA_VERSION_STRING));
-    sw_str(&w, "\npid");
+    pa_w_str(&w, "\npid");
     sw_u64(&w, (uint64_t)getpid());
-    sw_str(&w, "\nsample_bytes");
+    pa_w_str(&w, "\nsample_bytes");
     sw_u64(&w, pa_opt.sample_bytes);
-    sw_str(&w, "\nsamples");
+    pa_w_str(&w, "\nsamples");
     sw_u64(&w, smp_seq);
     sw_u64(&w, smp_dropped);
     uint64_t pyver;
     int pys = pa_py_status(&pyver);
-    sw_str(&w, "\npython");
-    sw_str(&w, pys == PA_PY_ON ? " 3.11" : pys == PA_PY_OTHER ? " other" : " none");
+    pa_w_str(&w, "\npython");
+    pa_w_str(&w, pys == PA_PY_ON ? " 3.11" : pys == PA_PY_OTHER ? " other" : " none");
     sw_u64(&w, pyver);
-    sw_str(&w, "\npeak");
+    pa_w_str(&w, "\npeak");
     sw_u64(&w, mark_peak.set);
     sw_u64(&w, mark_peak.t_ms);
-    sw_str(&w, " samples");
-    sw_str(&w, "\nexit");
+    pa_w_str(&w, " samples");
+    pa_w_str(&w, "\nexit");
     sw_u64(&w, mark_exit.set ? mark_exit.t_ms : now);
-    sw_str(&w, smp_exit_source ? " python-finalize" : " exit");
-    sw_str(&w, "\n");
+    pa_w_str(&w, smp_exit_source ? " python-finalize" : " exit");
+    pa_w_str(&w, "\n");
     for (size_t i = 0; i < objs.n; i++) {
         const smp_obj *o = &objs.o[i];
-        sw_str(&w, "object");
+        pa_w_str(&w, "object");
         sw_u64(&w, i);
         sw_hex(&w, o->map_start);
         sw_hex(&w, o->map_end);
@@ -845,18 +818,18 @@ void pa_sample_write(void) {
         if (s->len) sw_text(&w, strs.buf + s->off, s->len);
         else if (o->program && exe_len > 0) sw_text(&w, exe, (size_t)exe_len);
         else sw_text(&w, "", 0);
-        sw_str(&w, "\n");
+        pa_w_str(&w, "\n");
     }
     for (size_t i = 0; i < strs.n; i++) {
-        sw_str(&w, "string");
+        pa_w_str(&w, "string");
         sw_u64(&w, i);
         sw_text(&w, strs.buf + strs.s[i].off, strs.s[i].len);
-        sw_str(&w, "\n");
+        pa_w_str(&w, "\n");
     }
     for (size_t i = 0; i < stk.n; i++) {
         const smp_stack *s = &stk.s[i];
         const uint64_t *wd = &stk.words[s->word];
-        sw_str(&w, "stack");
+        pa_w_str(&w, "stack");
         sw_u64(&w, i);
         sw_sum(&w, &s->all);
         sw_sum(&w, &s->peak);
@@ -872,11 +845,11 @@ void pa_sample_write(void) {
             sw_u64(&w, (pw >> 1) & 0x7fffff);
             sw_u64(&w, pw & 1);
         }
-        sw_str(&w, "\n");
+        pa_w_str(&w, "\n");
     }
-    sw_str(&w, "end\n");
+    pa_w_str(&w, "end\n");
     pthread_mutex_unlock(&sample_lock);
-    sw_flush(&w);
+    pa_w_flush(&w);
     if (w.failed) pa_warn("the sites could not be written in full");
     close(fd);
     errno = saved;

@@ -226,43 +226,13 @@ PA_API int pa_stats_get(struct pa_stats *out, size_t size) {
 
 /* ---- the report: formatted on the stack, written with write(2) ---- */
 
-typedef struct {
-    int fd;
-    int failed;
-    size_t n;
-    char buf[2048];
-} writer;
-
-static void w_flush(writer *w) {
-    size_t done = 0;
-    while (done < w->n) {
-        ssize_t k = write(w->fd, w->buf + done, w->n - done);
-        if (k < 0 && errno == EINTR) continue;
-        if (k <= 0) {
-            w->failed = 1;
-            break;
-        }
-        done += (size_t)k;
-    }
-    w->n = 0;
-}
-
-static void w_mem(writer *w, const char *s, size_t len) {
-    for (size_t i = 0; i < len; i++) {
-        if (w->n == sizeof w->buf) w_flush(w);
-        w->buf[w->n++] = s[i];
-    }
-}
-
-static void w_str(writer *w, const char *s) { w_mem(w, s, strlen(s)); }
-
 /* s (len bytes) right-aligned in width columns (0: as is). */
-static void w_right(writer *w, const char *s, size_t len, size_t width) {
-    for (; width > len; width--) w_mem(w, " ", 1);
-    w_mem(w, s, len);
+static void w_right(pa_writer *w, const char *s, size_t len, size_t width) {
+    for (; width > len; width--) pa_w_mem(w, " ", 1);
+    pa_w_mem(w, s, len);
 }
 
-static void w_num(writer *w, uint64_t v, size_t width) {
+static void w_num(pa_writer *w, uint64_t v, size_t width) {
     char d[24];
     w_right(w, d, pa_fmt_u64(d, v), width);
 }
@@ -298,13 +268,13 @@ static size_t fmt_size(char *d, uint64_t v) {
     return n + 3;
 }
 
-static void w_size(writer *w, uint64_t v, size_t width) {
+static void w_size(pa_writer *w, uint64_t v, size_t width) {
     char d[40];
     w_right(w, d, fmt_size(d, v), width);
 }
 
 /* ms as seconds with three decimals: "12.345 s". */
-static void w_secs(writer *w, uint64_t ms) {
+static void w_secs(pa_writer *w, uint64_t ms) {
     char d[32];
     size_t n = pa_fmt_u64(d, ms / 1000);
     d[n++] = '.';
@@ -312,35 +282,35 @@ static void w_secs(writer *w, uint64_t ms) {
     d[n++] = (char)('0' + ms / 10 % 10);
     d[n++] = (char)('0' + ms % 10);
     memcpy(d + n, " s", 2);
-    w_mem(w, d, n + 2);
+    pa_w_mem(w, d, n + 2);
 }
 
 /* s as a JSON string: quotes, backslashes and control characters escaped. */
-static void w_json_str(writer *w, const char *s) {
+static void w_json_str(pa_writer *w, const char *s) {
     static const char hex[] = "0123456789abcdef";
-    w_str(w, "\"");
+    pa_w_str(w, "\"");
     for (; *s; s++) {
         unsigned char c = (unsigned char)*s;
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
-            w_mem(w, e, 2);
+            pa_w_mem(w, e, 2);
         } else if (c < 0x20) {
             char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            w_mem(w, e, 6);
+            pa_w_mem(w, e, 6);
         } else {
-            w_mem(w, (const char *)&c, 1);
+            pa_w_mem(w, (const char *)&c, 1);
         }
     }
-    w_str(w, "\"");
+    pa_w_str(w, "\"");
 }
 
 /* "name": v, */
-static void w_field(writer *w, const char *name, uint64_t v, int last) {
-    w_str(w, "\"");
-    w_str(w, name);
-    w_str(w, "\": ");
+static void w_field(pa_writer *w, const char *name, uint64_t v, int last) {
+    pa_w_str(w, "\"");
+    pa_w_str(w, name);
+    pa_w_str(w, "\": ");
     w_num(w, v, 0);
-    if (!last) w_str(w, ", ");
+    if (!last) pa_w_str(w, ", ");
 }
 
 /* The program this process runs (/proc/self/exe), into buf; "" where /proc is not mounted. */
@@ -351,16 +321,16 @@ static const char *exe_path(char *buf, size_t cap) {
 }
 
 /* {"pyalloc": "0.1.0", "pid": N, "exe": "...", */
-static void json_head(writer *w) {
+static void json_head(pa_writer *w) {
     char exe[512];
-    w_str(w, "{\"pyalloc\": \"" PA_VERSION_STRING "\", ");
+    pa_w_str(w, "{\"pyalloc\": \"" PA_VERSION_STRING "\", ");
     w_field(w, "pid", (uint64_t)getpid(), 0);
-    w_str(w, "\"exe\": ");
+    pa_w_str(w, "\"exe\": ");
     w_json_str(w, exe_path(exe, sizeof exe));
-    w_str(w, ", ");
+    pa_w_str(w, ", ");
 }
 
-static void w_class_fields(writer *w, const struct pa_class_stats *s, int with_size) {
+static void w_class_fields(pa_writer *w, const struct pa_class_stats *s, int with_size) {
     if (with_size) w_field(w, "size", s->size, 0);
     w_field(w, "allocs", s->allocs, 0);
     w_field(w, "frees", s->frees, 0);
@@ -382,56 +352,56 @@ static const char *bg_state_name(unsigned long long state) {
 }
 
 /* The timeline's points, one a line. */
-static void json_timeline(writer *w) {
+static void json_timeline(pa_writer *w) {
     static const char *const names[PA_MON_POINT_FIELDS] = {"t_ms",        "live_bytes",  "rss_bytes",
                                                            "small_bytes", "large_bytes", "given_back_bytes"};
     size_t n;
     uint64_t interval;
     const uint64_t *pt = pa_mon_hold(&n, &interval);
     w_field(w, "timeline_interval_ms", pt ? interval : 0, 0);
-    w_str(w, "\n \"timeline\": [");
+    pa_w_str(w, "\n \"timeline\": [");
     for (size_t i = 0; pt && i < n; i++, pt += PA_MON_POINT_FIELDS) {
-        w_str(w, i ? ",\n  {" : "\n  {");
+        pa_w_str(w, i ? ",\n  {" : "\n  {");
         for (unsigned f = 0; f < PA_MON_POINT_FIELDS; f++) w_field(w, names[f], pt[f], f + 1 == PA_MON_POINT_FIELDS);
-        w_str(w, "}");
+        pa_w_str(w, "}");
     }
     pa_mon_release();
-    w_str(w, n ? "\n ]" : "]");
+    pa_w_str(w, n ? "\n ]" : "]");
 }
 
-static void report_json(writer *w, const struct pa_stats *st) {
+static void report_json(pa_writer *w, const struct pa_stats *st) {
     json_head(w);
     w_field(w, "alignment", (uint64_t)st->alignment, 0);
     w_field(w, "page_size", (uint64_t)st->page_size, 0);
-    w_str(w, "\"counters\": ");
-    w_str(w, st->enabled ? "true" : "false");
-    w_str(w, ", ");
+    pa_w_str(w, "\"counters\": ");
+    pa_w_str(w, st->enabled ? "true" : "false");
+    pa_w_str(w, ", ");
     w_field(w, "t_ms", st->t_ms, 0);
     w_field(w, "start_monotonic_ms", pa_mon_start_ms(), 1);
-    w_str(w, ",\n \"classes\": [\n");
+    pa_w_str(w, ",\n \"classes\": [\n");
     for (unsigned i = 0; i < st->nclasses; i++) {
-        w_str(w, "  {");
+        pa_w_str(w, "  {");
         w_class_fields(w, &st->classes[i], 1);
-        w_str(w, i + 1 < st->nclasses ? "},\n" : "}\n");
+        pa_w_str(w, i + 1 < st->nclasses ? "},\n" : "}\n");
     }
-    w_str(w, " ],\n \"total\": {");
+    pa_w_str(w, " ],\n \"total\": {");
     w_class_fields(w, &st->total, 0);
-    w_str(w, ", ");
+    pa_w_str(w, ", ");
     w_field(w, "in_use_bytes", st->in_use_bytes, 1);
-    w_str(w, "},\n \"passthrough\": {");
+    pa_w_str(w, "},\n \"passthrough\": {");
     w_field(w, "calls", st->passthrough_calls, 0);
     w_field(w, "bytes", st->passthrough_bytes, 0);
     w_field(w, "live_bytes", st->passthrough_live, 1);
-    w_str(w, "},\n \"live\": {");
+    pa_w_str(w, "},\n \"live\": {");
     w_field(w, "bytes", st->live_bytes, 0);
     w_field(w, "small_bytes", st->in_use_bytes, 0);
     w_field(w, "large_bytes", st->passthrough_live, 0);
     w_field(w, "rss_bytes", st->rss_bytes, 1);
-    w_str(w, "},\n \"peak\": {");
+    pa_w_str(w, "},\n \"peak\": {");
     w_field(w, "live_bytes", st->peak_live_bytes, 0);
     w_field(w, "t_ms", st->peak_t_ms, 0);
     w_field(w, "rss_bytes", st->peak_rss_bytes, 1);
-    w_str(w, "},\n \"arenas\": {");
+    pa_w_str(w, "},\n \"arenas\": {");
     w_field(w, "committed", st->arenas_committed, 0);
     w_field(w, "bytes_committed", st->bytes_committed, 0);
     w_field(w, "pages_given_back", st->pages_given_back, 0);
@@ -439,11 +409,11 @@ static void report_json(writer *w, const struct pa_stats *st) {
     w_field(w, "pages_dirty", st->pages_dirty, 0);
     w_field(w, "pages_taken", st->pages_taken, 0);
     w_field(w, "pages_returned", st->pages_returned, 1);
-    w_str(w, "},\n \"heaps\": {");
+    pa_w_str(w, "},\n \"heaps\": {");
     w_field(w, "live", st->heaps_live, 0);
     w_field(w, "abandoned", st->heaps_abandoned, 0);
     w_field(w, "pages_adopted", st->pages_adopted, 1);
-    w_str(w, "},\n \"mesh\": {");
+    pa_w_str(w, "},\n \"mesh\": {");
     w_field(w, "passes", st->mesh_passes, 0);
     w_field(w, "pages", st->mesh_pages, 0);
     w_field(w, "regions", st->mesh_regions, 0);
@@ -451,18 +421,18 @@ static void report_json(writer *w, const struct pa_stats *st) {
     w_field(w, "holes", st->mesh_holes, 0);
     w_field(w, "bytes_saved", st->mesh_bytes_saved, 0);
     w_field(w, "vmas", st->mesh_vmas, 1);
-    w_str(w, "},\n \"background\": {\"state\": \"");
-    w_str(w, bg_state_name(st->bg_state));
-    w_str(w, "\", ");
+    pa_w_str(w, "},\n \"background\": {\"state\": \"");
+    pa_w_str(w, bg_state_name(st->bg_state));
+    pa_w_str(w, "\", ");
     w_field(w, "wakeups", st->bg_wakeups, 0);
     w_field(w, "pages_given_back", st->bg_pages_given_back, 0);
     w_field(w, "bytes_given_back", st->bg_bytes_given_back, 0);
     w_field(w, "glibc_trims", st->glibc_trims, 0);
     w_field(w, "glibc_trim_bytes", st->glibc_trim_bytes, 1);
-    w_str(w, "},\n ");
+    pa_w_str(w, "},\n ");
     w_field(w, "cross_thread_frees", st->cross_thread_frees, 0);
     json_timeline(w);
-    w_str(w, "}\n");
+    pa_w_str(w, "}\n");
 }
 
 /* The table's columns after "class": heading and width. Counts are exact; sizes in human units. */
@@ -472,7 +442,7 @@ static const struct {
 } text_cols[] = {{"allocs", 12}, {"frees", 12},     {"in use", 10}, {"peak <=", 10},
                  {"peak pages", 12}, {"pages", 8}, {"held", 12},   {"wasted", 12}};
 
-static void text_row(writer *w, const char *label, const struct pa_class_stats *s) {
+static void text_row(pa_writer *w, const char *label, const struct pa_class_stats *s) {
     if (label) w_right(w, label, strlen(label), 5);
     else w_num(w, s->size, 5);
     uint64_t counts[] = {s->allocs, s->frees, s->in_use, s->peak_in_use, s->peak_pages, s->pages};
@@ -480,29 +450,29 @@ static void text_row(writer *w, const char *label, const struct pa_class_stats *
     for (; c < sizeof counts / sizeof counts[0]; c++) w_num(w, counts[c], text_cols[c].width);
     w_size(w, s->bytes_held, text_cols[c++].width);
     w_size(w, s->wasted, text_cols[c].width);
-    w_str(w, "\n");
+    pa_w_str(w, "\n");
 }
 
 /* The one text layout: PYALLOC_STATS=1, pa_stats_print and `pyalloc stats` all print this. */
-static void report_text(writer *w, const struct pa_stats *st) {
+static void report_text(pa_writer *w, const struct pa_stats *st) {
     char exe[512];
-    w_str(w, "pyalloc " PA_VERSION_STRING " report: pid ");
+    pa_w_str(w, "pyalloc " PA_VERSION_STRING " report: pid ");
     w_num(w, (uint64_t)getpid(), 0);
     if (*exe_path(exe, sizeof exe)) {
-        w_str(w, " (");
-        w_str(w, exe);
-        w_str(w, ")");
+        pa_w_str(w, " (");
+        pa_w_str(w, exe);
+        pa_w_str(w, ")");
     }
-    w_str(w, ", alignment ");
+    pa_w_str(w, ", alignment ");
     w_num(w, (uint64_t)st->alignment, 0);
-    w_str(w, ", pages of ");
+    pa_w_str(w, ", pages of ");
     w_size(w, st->page_size, 0);
-    w_str(w, "\n");
-    if (!st->enabled) w_str(w, "(built without counters: allocs, frees, wasted and passthrough are not counted)\n");
-    w_str(w, "class");
+    pa_w_str(w, "\n");
+    if (!st->enabled) pa_w_str(w, "(built without counters: allocs, frees, wasted and passthrough are not counted)\n");
+    pa_w_str(w, "class");
     for (unsigned c = 0; c < sizeof text_cols / sizeof text_cols[0]; c++)
         w_right(w, text_cols[c].head, strlen(text_cols[c].head), text_cols[c].width);
-    w_str(w, "\n");
+    pa_w_str(w, "\n");
     unsigned shown = 0;
     for (unsigned i = 0; i < st->nclasses; i++) {
         const struct pa_class_stats *s = &st->classes[i];
@@ -510,102 +480,102 @@ static void report_text(writer *w, const struct pa_stats *st) {
         text_row(w, NULL, s);
         shown++;
     }
-    w_str(w, "-----");
+    pa_w_str(w, "-----");
     for (unsigned c = 0; c < sizeof text_cols / sizeof text_cols[0]; c++) {
         static const char dashes[] = "------------";
         size_t len = strlen(text_cols[c].head);
         w_right(w, dashes, len, text_cols[c].width);
     }
-    w_str(w, "\n");
+    pa_w_str(w, "\n");
     text_row(w, "total", &st->total);
     if (shown < st->nclasses) {
-        w_str(w, "(");
+        pa_w_str(w, "(");
         w_num(w, st->nclasses - shown, 0);
-        w_str(w, " of the ");
+        pa_w_str(w, " of the ");
         w_num(w, st->nclasses, 0);
-        w_str(w, " size classes were not used and are not shown)\n");
+        pa_w_str(w, " size classes were not used and are not shown)\n");
     }
-    w_str(w, "\nin use:           ");
+    pa_w_str(w, "\nin use:           ");
     w_num(w, st->total.in_use, 0);
-    w_str(w, " blocks, ");
+    pa_w_str(w, " blocks, ");
     w_size(w, st->in_use_bytes, 0);
-    w_str(w, " (blocks x class size)\npassed to glibc:  ");
+    pa_w_str(w, " (blocks x class size)\npassed to glibc:  ");
     w_num(w, st->passthrough_calls, 0);
-    w_str(w, " calls, ");
+    pa_w_str(w, " calls, ");
     w_size(w, st->passthrough_bytes, 0);
-    w_str(w, " (requests over ");
+    pa_w_str(w, " (requests over ");
     w_num(w, PA_SMALL_MAX, 0);
-    w_str(w, " bytes or aligned beyond 16); ");
+    pa_w_str(w, " bytes or aligned beyond 16); ");
     w_size(w, st->passthrough_live, 0);
-    w_str(w, " live\nlive:             ");
+    pa_w_str(w, " live\nlive:             ");
     w_size(w, st->live_bytes, 0);
-    w_str(w, " (RSS ");
+    pa_w_str(w, " (RSS ");
     w_size(w, st->rss_bytes, 0);
-    w_str(w, ") at ");
+    pa_w_str(w, ") at ");
     w_secs(w, st->t_ms);
-    w_str(w, "; peak ");
+    pa_w_str(w, "; peak ");
     w_size(w, st->peak_live_bytes, 0);
-    w_str(w, " (RSS ");
+    pa_w_str(w, " (RSS ");
     w_size(w, st->peak_rss_bytes, 0);
-    w_str(w, ") at ");
+    pa_w_str(w, ") at ");
     w_secs(w, st->peak_t_ms);
-    w_str(w, "\narenas:           ");
+    pa_w_str(w, "\narenas:           ");
     w_num(w, st->arenas_committed, 0);
-    w_str(w, " committed (");
+    pa_w_str(w, " committed (");
     w_size(w, st->bytes_committed, 0);
-    w_str(w, "); ");
+    pa_w_str(w, "); ");
     w_num(w, st->pages_given_back, 0);
-    w_str(w, " pages given back to the OS (");
+    pa_w_str(w, " pages given back to the OS (");
     w_size(w, st->bytes_given_back, 0);
-    w_str(w, "); ");
+    pa_w_str(w, "); ");
     w_num(w, st->pages_dirty, 0);
-    w_str(w, " empty pages kept\npages:            ");
+    pa_w_str(w, " empty pages kept\npages:            ");
     w_num(w, st->pages_taken, 0);
-    w_str(w, " taken from the pool, ");
+    pa_w_str(w, " taken from the pool, ");
     w_num(w, st->pages_returned, 0);
-    w_str(w, " returned to it, ");
+    pa_w_str(w, " returned to it, ");
     w_num(w, st->pages_adopted, 0);
-    w_str(w, " adopted from exited threads\nheaps:            ");
+    pa_w_str(w, " adopted from exited threads\nheaps:            ");
     w_num(w, st->heaps_live, 0);
-    w_str(w, " live, ");
+    pa_w_str(w, " live, ");
     w_num(w, st->heaps_abandoned, 0);
-    w_str(w, " abandoned; ");
+    pa_w_str(w, " abandoned; ");
     w_num(w, st->cross_thread_frees, 0);
-    w_str(w, " cross-thread frees\nbackground:       ");
-    w_str(w, bg_state_name(st->bg_state));
-    w_str(w, "; ");
+    pa_w_str(w, " cross-thread frees\nbackground:       ");
+    pa_w_str(w, bg_state_name(st->bg_state));
+    pa_w_str(w, "; ");
     w_num(w, st->bg_pages_given_back, 0);
-    w_str(w, " pages given back (");
+    pa_w_str(w, " pages given back (");
     w_size(w, st->bg_bytes_given_back, 0);
-    w_str(w, "); glibc trimmed ");
+    pa_w_str(w, "); glibc trimmed ");
     w_num(w, st->glibc_trims, 0);
-    w_str(w, " times (");
+    pa_w_str(w, " times (");
     w_size(w, st->glibc_trim_bytes, 0);
-    w_str(w, ")\n");
+    pa_w_str(w, ")\n");
     if (st->mesh_passes) {
-        w_str(w, "mesh:             ");
+        pa_w_str(w, "mesh:             ");
         w_num(w, st->mesh_passes, 0);
-        w_str(w, " passes; ");
+        pa_w_str(w, " passes; ");
         w_num(w, st->mesh_pages, 0);
-        w_str(w, " pages frozen, ");
+        pa_w_str(w, " pages frozen, ");
         w_num(w, st->mesh_regions, 0);
-        w_str(w, " 4 KiB parts on ");
+        pa_w_str(w, " 4 KiB parts on ");
         w_num(w, st->mesh_frames, 0);
-        w_str(w, " shared frames, ");
+        pa_w_str(w, " shared frames, ");
         w_num(w, st->mesh_holes, 0);
-        w_str(w, " given back; ");
+        pa_w_str(w, " given back; ");
         w_size(w, st->mesh_bytes_saved, 0);
-        w_str(w, " saved; ");
+        pa_w_str(w, " saved; ");
         w_num(w, st->mesh_vmas, 0);
-        w_str(w, " mappings\n");
+        pa_w_str(w, " mappings\n");
     }
 }
 
 static int stats_write(int fd, int format, const struct pa_stats *st) {
-    writer w = {.fd = fd};
+    pa_writer w = {.fd = fd};
     if (format == PA_STATS_JSON) report_json(&w, st);
     else report_text(&w, st);
-    w_flush(&w);
+    pa_w_flush(&w);
     return w.failed ? -1 : 0;
 }
 
@@ -658,12 +628,12 @@ static int stderr_now(void) {
 
 /* "pyalloc: <why>; the report goes to stderr", to stderr if it is still there. */
 static void stats_warn(const char *why) {
-    writer w = {.fd = stderr_now()};
+    pa_writer w = {.fd = stderr_now()};
     if (w.fd < 0) return;
-    w_str(&w, "pyalloc: ");
-    w_str(&w, why);
-    w_str(&w, "; the report goes to stderr\n");
-    w_flush(&w);
+    pa_w_str(&w, "pyalloc: ");
+    pa_w_str(&w, why);
+    pa_w_str(&w, "; the report goes to stderr\n");
+    pa_w_flush(&w);
 }
 
 /* Opens this process's report file for format; -1 (and *why set) if it cannot. */
@@ -686,20 +656,20 @@ static void stats_started(void) {
     for (unsigned f = 0; f < 2; f++) {
         const char *why;
         if (!stats_wants(stats_formats[f].format)) continue;
-        writer w = {.fd = stats_open(stats_formats[f].format, &why)};
+        pa_writer w = {.fd = stats_open(stats_formats[f].format, &why)};
         if (w.fd < 0) continue; /* said at exit, when the report cannot be written either */
         if (stats_formats[f].format == PA_STATS_JSON) {
             json_head(&w);
-            w_str(&w, "\"started\": true}\n");
+            pa_w_str(&w, "\"started\": true}\n");
         } else {
             char exe[512];
-            w_str(&w, "pyalloc " PA_VERSION_STRING ": pid ");
+            pa_w_str(&w, "pyalloc " PA_VERSION_STRING ": pid ");
             w_num(&w, (uint64_t)getpid(), 0);
-            w_str(&w, " (");
-            w_str(&w, exe_path(exe, sizeof exe));
-            w_str(&w, ") started; its report replaces this line when it exits\n");
+            pa_w_str(&w, " (");
+            pa_w_str(&w, exe_path(exe, sizeof exe));
+            pa_w_str(&w, ") started; its report replaces this line when it exits\n");
         }
-        w_flush(&w);
+        pa_w_flush(&w);
         close(w.fd);
     }
 }
