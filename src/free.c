@@ -58,8 +58,9 @@ static inline __attribute__((always_inline)) void free_local_done(pa_heap *h, pa
     if (pg->used == 0) {
         pa_page_emptied(h, pg);
         pa_pool_tick(); /* a page emptied: pool pages that waited out the delay can go now */
-        /* it may have gone to the pool: work for the background thread */
-        if (pa_unlikely(pa_load_relaxed(&pa_bg_want))) pa_bg_start(PA_CALLER());
+        /* it may have gone to the pool: work for the background thread (not from the sampler's
+         * pseudo-heap, whose frees hold the sampler's lock, which a malloc in pthread_create takes) */
+        if (pa_unlikely(pa_load_relaxed(&pa_bg_want)) && h != &pa_sample_heap) pa_bg_start(PA_CALLER());
     }
 }
 

@@ -156,14 +156,19 @@ void pa_sample_heap_init(pa_heap *h) {
     h->smp.sys_cd = on ? smp_draw(h, (double)pa_opt.sample_bytes) : PA_CD_OFF;
 }
 
+/* A seqlock read, with a bounded wait: a forked child's copy of a heap whose thread was between
+ * the two stores of smp_redraw stays odd for ever (the child's fork handler evens it, but a handler
+ * registered before it, monitor.c's, reads the counters first). After the wait the figure may be
+ * off by one countdown's draw. */
 PA_COUNTER_READER uint64_t pa_heap_allocs(const pa_heap *h, size_t n) {
-    for (;;) {
+    for (unsigned tries = 0;; tries++) {
         uint32_t s1 = atomic_load_explicit(&h->smp.seq, memory_order_acquire);
         uint64_t base = __atomic_load_n(&h->smp.base[n], __ATOMIC_RELAXED);
         int64_t cd = __atomic_load_n(&h->cd[n], __ATOMIC_RELAXED);
         atomic_thread_fence(memory_order_acquire);
         uint32_t s2 = atomic_load_explicit(&h->smp.seq, memory_order_relaxed);
-        if (!(s1 & 1) && s1 == s2) return base - (uint64_t)cd;
+        if ((!(s1 & 1) && s1 == s2) || tries == 64) return base - (uint64_t)cd;
+        if (tries >= 8) sched_yield(); /* the writer may have been preempted between its stores */
     }
 }
 
@@ -690,6 +695,17 @@ void pa_sample_sys_free(void *p) {
 
 static void smp_fork_prepare(void) { pthread_mutex_lock(&sample_lock); }
 static void smp_fork_release(void) { pthread_mutex_unlock(&sample_lock); }
+/* The child: only this thread runs; a heap whose thread was redrawing a countdown at the fork keeps
+ * an odd sequence number, which readers would wait on: evened (its figure is off by that draw). */
+static void smp_fork_child(void) {
+    pthread_mutex_unlock(&sample_lock);
+    pthread_mutex_lock(&pa_heaps_lock);
+    for (pa_heap *h = pa_heap_first(); h; h = h->next_heap) {
+        uint32_t s = atomic_load_explicit(&h->smp.seq, memory_order_relaxed);
+        if (s & 1) atomic_store_explicit(&h->smp.seq, s + 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&pa_heaps_lock);
+}
 
 void pa_sample_start(void) {
     if (!pa_opt.sites || smp_ready) return;
@@ -700,7 +716,7 @@ void pa_sample_start(void) {
     smp_str_intern("", 0); /* id 0: unknown */
     /* After init.c's: fork's prepare handlers run in reverse order, so sample_lock is taken
      * before the pool lock, as the sampler takes them. */
-    pthread_atfork(smp_fork_prepare, smp_fork_release, smp_fork_release);
+    pthread_atfork(smp_fork_prepare, smp_fork_release, smp_fork_child);
     pa_sample_on = true;
     smp_ready = true;
 }
