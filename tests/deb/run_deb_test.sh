@@ -268,6 +268,23 @@ held = sites["exit"]["bytes"]
 assert 0.95 * 60e6 < held < 1.05 * 60e6 + 1e6, held
 print("  pyalloc stats --sites: %d bytes estimated live at exit (60000000 held), %d samples" % (held, sites["samples"]))
 EOF
+    # pyalloc top: the installed command reads a process that has the installed library preloaded
+    # (plain LD_PRELOAD, not pyalloc run): one snapshot as JSON, and a clear answer for no process
+    LD_PRELOAD="$LIBDIR/libpyalloc.so.0" "$WORK/plain" hold 10000 200 4 >"$WORK/hold.out" &
+    hold_pid=$!
+    for _ in $(seq 1 100); do grep -q ready "$WORK/hold.out" 2>/dev/null && break; sleep 0.05; done
+    "$PA" top --once --json "$hold_pid" >"$WORK/top.json" || { kill "$hold_pid"; fail "pyalloc top --once --json failed"; }
+    kill "$hold_pid" 2>/dev/null; wait "$hold_pid" 2>/dev/null
+    python3 - "$WORK/top.json" "$hold_pid" <<'EOF' || fail "pyalloc top: the snapshot is wrong"
+import json, sys
+doc = json.load(open(sys.argv[1]))
+assert doc["pid"] == int(sys.argv[2]), doc["pid"]
+live = doc["live"]["bytes"]
+assert live >= 10000 * 208 + (1 << 20), live
+print("  pyalloc top --once --json: pid %d, %d bytes live (10000 x 208 + 1 MiB held)" % (doc["pid"], live))
+EOF
+    "$PA" top --once 999999999 >/dev/null 2>"$WORK/top.err"
+    [ $? -eq 3 ] && grep -q "no process" "$WORK/top.err" || fail "pyalloc top of no process: not exit status 3 with a reason"
 else
     echo "  pyalloc stats: not checked, the library has no PYALLOC_STATS support"
 fi
