@@ -356,6 +356,7 @@ void pa_page_sweep(pa_heap *h, uint32_t cls) {
     for (pa_page *pg = head ? pa_page_at(head->next) : NULL, *next; pg; pg = next) {
         next = pa_page_at(pg->next);
         if (!atomic_load_explicit(&pg->thread_free, memory_order_relaxed)) continue;
+        pa_page_unbias(pg); /* PYALLOC_MESH's sparse mark: used alone is not the count */
         pa_page_collect(pg);
         if (pg->used == 0) pa_page_emptied(h, pg);
     }
