@@ -464,7 +464,7 @@ typedef struct pa_sys_table {
 } pa_sys_table;
 extern PA_HIDDEN pa_sys_table pa_sys_tab; /* on a page kept read-only */
 /* While sampling (sites.h), the passthrough's requests count the thread's byte countdown down
- * (pa_sample_sys), and a block to be reallocated or freed is looked up in the filter of recorded
+ * (inline in passthrough.c), and a block to be reallocated or freed is looked up in the filter of recorded
  * blocks first: its record goes before glibc has the block back. */
 #if PA_STATS
 extern _Atomic uint32_t pa_sample_filter[PA_SAMPLE_FILTER];

@@ -63,12 +63,25 @@ int pa_sys_trim(size_t pad) { return malloc_trim(pad); }
 void pa_sys_prime(void) {}
 #endif
 
+#if PA_STATS
+/* While sampling: the thread's byte countdown, inline; a request that runs it out is sampled. */
+static inline void *sys_sampled(void *p, size_t n) {
+    pa_heap *h = pa_tls_heap;
+    if (h->live && (h->smp.sys_cd -= (int64_t)n) < 0) return pa_sample_sys_due(h, p, n);
+    return p;
+}
+/* ... and a block about to go back to glibc loses its record first, if the filter says it has one. */
+static inline void sys_unsampled(void *p) {
+    if (pa_unlikely(pa_sample_recorded(p))) pa_sample_sys_retire(p);
+}
+#endif
+
 /* glibc served a request of n bytes with p (NULL: it failed). */
 static inline void *sys_served(void *p, size_t n) {
     pa_stat_sys(n, PA_SYS_BYTES(p));
 #if PA_STATS
     if (pa_unlikely(n >= PA_PEAK_LARGE)) pa_stat_large(n);
-    if (PA_SAMPLING()) return pa_sample_sys(p, n); /* counts n down; samples p when it runs out */
+    if (PA_SAMPLING()) return sys_sampled(p, n);
 #endif
     return p;
 }
@@ -78,14 +91,16 @@ void *pa_sys_malloc(size_t n) { return sys_served(PA_SYS_MALLOC(n), n); }
 void *pa_sys_calloc(size_t n, size_t s) { return sys_served(PA_SYS_CALLOC(n, s), n * s); }
 
 void *pa_sys_realloc(void *p, size_t n) {
-    if (PA_SAMPLING()) pa_sample_sys_free(p); /* p's record, if it has one, goes first */
+#if PA_STATS
+    if (PA_SAMPLING()) sys_unsampled(p); /* p's record, if it has one, goes first */
+#endif
     size_t old = PA_SYS_BYTES(p); /* read before: the call may free p */
     void *q = pa_sys_tab.realloc(p, n, PA_CALLER());
     if (!q && n) old = 0; /* failed: p is untouched (realloc(p, 0) freed it and returned NULL) */
     pa_stat_sys(n, (uint64_t)PA_SYS_BYTES(q) - old);
 #if PA_STATS
     if (pa_unlikely(n >= PA_PEAK_LARGE)) pa_stat_large(n);
-    if (PA_SAMPLING()) return pa_sample_sys(q, n);
+    if (PA_SAMPLING()) return sys_sampled(q, n);
 #endif
     return q;
 }
@@ -98,7 +113,7 @@ void pa_sys_free(void *p) {
     if (pa_likely(h->live)) h->sys_live -= u;
     else atomic_fetch_sub_explicit(&pa_orphan_sys_live, u, memory_order_relaxed);
     if (pa_unlikely(u >= PA_PEAK_LARGE)) pa_stat_large_free(); /* memory shrinks: a point if due */
-    if (PA_SAMPLING()) pa_sample_sys_free(p); /* its record, if it has one, goes before the block */
+    if (PA_SAMPLING()) sys_unsampled(p); /* its record, if it has one, goes before the block */
 #endif
     pa_sys_tab.free(p, PA_CALLER());
 }

@@ -17,7 +17,8 @@
  * owner's checks (block start, double free). A sampled passthrough block is counted in a filter of
  * counters by address bits, read without a lock by the passthrough's free and realloc while
  * sampling is on; a non-zero counter sends them to the record table. The passthrough's requests
- * count a byte countdown per thread (pa_sample_sys), and only one that runs it out is sampled.
+ * count a byte countdown per thread (inline, passthrough.c), and only one that runs it out comes
+ * here (pa_sample_sys_due).
  *
  * What: the record (address, size, weight, the sample's sequence number) names its stack, interned
  * with its native return addresses (unwind.c) and Python frames (pyframes.c); the objects the
@@ -658,7 +659,7 @@ void pa_sample_free_small(pa_page *pg, pa_block *b) {
 
 /* ---- the passthrough while sampling (internal.h decides which requests come here) ---- */
 
-static PA_NOINLINE void *smp_sys_sample(pa_heap *h, void *p, size_t n, uintptr_t keep_from) {
+static void *smp_sys_sample(pa_heap *h, void *p, size_t n, uintptr_t keep_from) {
     h->smp.sys_cd = smp_draw(h, (double)pa_opt.sample_bytes);
     atomic_fetch_add_explicit(&pa_sample_fired, 1, memory_order_relaxed);
     if (!smp_ready || smp_busy || !p) return p;
@@ -674,21 +675,14 @@ static PA_NOINLINE void *smp_sys_sample(pa_heap *h, void *p, size_t n, uintptr_t
 
 /* The record of passthrough block p, if it has one, goes: before glibc has the block back, since
  * another thread may be given it then. */
-static PA_NOINLINE void smp_sys_retire(void *p) {
+void pa_sample_sys_retire(void *p) {
     pthread_mutex_lock(&sample_lock);
     smp_retire((uintptr_t)p);
     pthread_mutex_unlock(&sample_lock);
 }
 
-void *pa_sample_sys(void *p, size_t n) {
-    pa_heap *h = pa_tls_heap;
-    if (h->live && (h->smp.sys_cd -= (int64_t)n) < 0)
-        return smp_sys_sample(h, p, n, (uintptr_t)__builtin_return_address(0));
-    return p;
-}
-
-void pa_sample_sys_free(void *p) {
-    if (pa_unlikely(pa_sample_recorded(p))) smp_sys_retire(p);
+void *pa_sample_sys_due(pa_heap *h, void *p, size_t n) {
+    return smp_sys_sample(h, p, n, (uintptr_t)__builtin_return_address(0));
 }
 
 /* ---- start-up and fork ---- */
@@ -878,7 +872,7 @@ void pa_sample_heap_init(pa_heap *h) { (void)h; }
 uint64_t pa_heap_allocs(const pa_heap *h, size_t n) { return (void)h, (void)n, 0; }
 void *pa_malloc_sampled(pa_heap *h, size_t n) { return pa_malloc_counted(h, n); }
 void pa_sample_free_small(pa_page *pg, pa_block *b) { (void)pg, pa_free_invalid("free", b); } /* no such page */
-void *pa_sample_sys(void *p, size_t n) { return (void)n, p; }
-void pa_sample_sys_free(void *p) { (void)p; }
+void *pa_sample_sys_due(pa_heap *h, void *p, size_t n) { return (void)h, (void)n, p; }
+void pa_sample_sys_retire(void *p) { (void)p; }
 void pa_sample_start(void) {}
 #endif

@@ -33,12 +33,12 @@ uint64_t pa_heap_allocs(const pa_heap *h, size_t n);
 void *pa_malloc_sampled(pa_heap *h, size_t n) PA_COLD;
 /* The free of b, in a page of pa_sample_heap (free.c's remote free sends it here). */
 void pa_sample_free_small(pa_page *pg, pa_block *b) PA_COLD;
-/* The passthrough served p (NULL: it failed) for a request of n bytes: counts n down and records p
- * when the thread's byte countdown runs out. Returns p. */
-void *pa_sample_sys(void *p, size_t n);
-/* The passthrough is about to free or reallocate p, while sampling: if the filter says the block
- * may be recorded, its record goes (before glibc has the block back). */
-void pa_sample_sys_free(void *p);
+/* The passthrough served p (NULL: it failed) for n bytes and h's byte countdown ran out: a new
+ * countdown, and p recorded. Returns p. */
+void *pa_sample_sys_due(pa_heap *h, void *p, size_t n) PA_COLD;
+/* The passthrough is about to free or reallocate p, which the filter says may be recorded
+ * (pa_sample_recorded): its record goes first, before glibc has the block back. */
+void pa_sample_sys_retire(void *p) PA_COLD;
 #define PA_SAMPLE_FILTER (1u << 16) /* counters of recorded passthrough blocks, by address bits */
 /* The library's constructor: the unwinder and the Python frames are set up, sampling starts. */
 void pa_sample_start(void);
