@@ -269,13 +269,16 @@ assert 0.95 * 60e6 < held < 1.05 * 60e6 + 1e6, held
 print("  pyalloc stats --sites: %d bytes estimated live at exit (60000000 held), %d samples" % (held, sites["samples"]))
 EOF
     # pyalloc top: the installed command reads a process that has the installed library preloaded
-    # (plain LD_PRELOAD, not pyalloc run): one snapshot as JSON, and a clear answer for no process
-    LD_PRELOAD="$LIBDIR/libpyalloc.so.0" "$WORK/plain" hold 10000 200 4 >"$WORK/hold.out" &
+    # (plain LD_PRELOAD, not pyalloc run): one snapshot as JSON, and a clear answer for no process.
+    # The snapshot is the library's last timeline point (every 100 ms while the program allocates):
+    # top is asked again until one taken after the blocks were allocated shows them, for 8 s at most.
+    LD_PRELOAD="$LIBDIR/libpyalloc.so.0" "$WORK/plain" hold 10000 200 10 >"$WORK/hold.out" &
     hold_pid=$!
-    for _ in $(seq 1 100); do grep -q ready "$WORK/hold.out" 2>/dev/null && break; sleep 0.05; done
-    "$PA" top --once --json "$hold_pid" >"$WORK/top.json" || { kill "$hold_pid"; fail "pyalloc top --once --json failed"; }
-    kill "$hold_pid" 2>/dev/null; wait "$hold_pid" 2>/dev/null
-    python3 - "$WORK/top.json" "$hold_pid" <<'EOF' || fail "pyalloc top: the snapshot is wrong"
+    for _ in $(seq 1 200); do grep -q ready "$WORK/hold.out" 2>/dev/null && break; sleep 0.05; done
+    top_ok=0
+    for _ in $(seq 1 40); do
+        "$PA" top --once --json "$hold_pid" >"$WORK/top.json" || { kill "$hold_pid"; fail "pyalloc top --once --json failed"; }
+        if python3 - "$WORK/top.json" "$hold_pid" <<'EOF'
 import json, sys
 doc = json.load(open(sys.argv[1]))
 assert doc["pid"] == int(sys.argv[2]), doc["pid"]
@@ -283,6 +286,11 @@ live = doc["live"]["bytes"]
 assert live >= 10000 * 208 + (1 << 20), live
 print("  pyalloc top --once --json: pid %d, %d bytes live (10000 x 208 + 1 MiB held)" % (doc["pid"], live))
 EOF
+        then top_ok=1; break; fi
+        sleep 0.2
+    done
+    kill "$hold_pid" 2>/dev/null; wait "$hold_pid" 2>/dev/null
+    [ "$top_ok" = 1 ] || fail "pyalloc top: no snapshot in 8 s showed the blocks held (last: $(cat "$WORK/top.json"))"
     "$PA" top --once 999999999 >/dev/null 2>"$WORK/top.err"
     [ $? -eq 3 ] && grep -q "no process" "$WORK/top.err" || fail "pyalloc top of no process: not exit status 3 with a reason"
 else
