@@ -66,9 +66,12 @@ bool pa_os_protect(void *p, size_t size, bool writable) {
 long pa_os_read_proc(const char *path, char *buf, size_t cap) {
     int saved = errno;
     ssize_t n = -1;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd;
+    do fd = open(path, O_RDONLY | O_CLOEXEC); /* a signal may interrupt either call: again */
+    while (fd < 0 && errno == EINTR);
     if (fd >= 0) {
-        n = read(fd, buf, cap - 1);
+        do n = read(fd, buf, cap - 1);
+        while (n < 0 && errno == EINTR);
         close(fd);
     }
     errno = saved;
