@@ -5,7 +5,7 @@
  * per-class lists of abandoned pages and their adoption, and thread exit (abandon).
  * Exports pa_tls_heap, pa_heap_empty, pa_heap_dead, the heaps, abandoned and notify locks,
  * pa_heap_attach, pa_heap_first, pa_heap_adopt, pa_heap_adopt_page, pa_heap_unabandon,
- * pa_heap_thread_exit and (PA_STATS) pa_heap_sys_first. */
+ * and pa_heap_thread_exit. */
 #include "internal.h"
 
 #include <string.h>
@@ -74,26 +74,6 @@ pa_heap *pa_heap_attach(void) {
     pa_bg_poll(PA_BG_SAFE); /* a new thread: under PYALLOC_BACKGROUND=auto a helper may now start */
     return h;
 }
-
-#if PA_STATS
-/* A passthrough request from a thread without a heap (n bytes asked, live bytes of glibc blocks up
- * by live). It gets one now, as its first small block
- * would give it: a thread that only ever asks for large blocks would otherwise count every request
- * with two locked adds to shared counters. Before start-up and after the thread's exit hook the
- * request is counted in those shared atomics (stats.c). */
-void pa_heap_sys_first(size_t n, uint64_t live) {
-    pa_heap *h = pa_heap_attach();
-    if (h) {
-        h->sys_calls++;
-        h->sys_bytes += n;
-        h->sys_live += live;
-    } else {
-        atomic_fetch_add_explicit(&pa_orphan_sys_calls, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&pa_orphan_sys_bytes, n, memory_order_relaxed);
-        atomic_fetch_add_explicit(&pa_orphan_sys_live, live, memory_order_relaxed);
-    }
-}
-#endif
 
 /* ---- abandoned pages, and their adoption ---- */
 

@@ -264,9 +264,6 @@ pa_page *pa_heap_adopt(pa_heap *h, uint32_t cls);   /* an abandoned page of cls,
 void pa_heap_adopt_page(pa_heap *h, pa_page *pg);   /* under abandoned_lock: pg becomes h's */
 void pa_heap_unabandon(pa_page *pg);                /* under abandoned_lock: off its abandoned list */
 void pa_heap_thread_exit(void *arg);
-#if PA_STATS
-void pa_heap_sys_first(size_t n, uint64_t live) PA_COLD; /* a passthrough request of a thread without a heap */
-#endif
 
 /* ---- mesh.c: compaction without moving blocks (PYALLOC_MESH=1) ---- */
 extern pthread_mutex_t pa_mesh_lock;
@@ -317,24 +314,8 @@ static inline void pa_stat_free(pa_heap *me, uint32_t cls) {
     if (pa_likely(me->live)) me->nfree[cls]++;
     else atomic_fetch_add_explicit(&pa_orphan_nfree[cls], 1, memory_order_relaxed);
 }
-/* A request of n bytes served by the system allocator, after the call: calls and bytes asked, and
- * the bytes of its blocks live, up by delta (modulo 2^64: a free or a realloc adds minus what the
- * old block held). Counted in this thread's heap: one thread-local load for all three. */
-static inline void pa_stat_sys(size_t n, uint64_t delta) {
-    pa_heap *h = pa_tls_heap;
-    if (pa_likely(h->live)) {
-        h->sys_calls++;
-        __asm__("" : "+m"(h->sys_calls)); /* three adds to memory, not SSE instructions */
-        h->sys_bytes += n;
-        __asm__("" : "+m"(h->sys_bytes));
-        h->sys_live += delta;
-    } else {
-        pa_heap_sys_first(n, delta); /* no heap yet: attach one, so the next calls count without atomics */
-    }
-}
 #define PA_STAT(x) x
 #else
-static inline void pa_stat_sys(size_t n, uint64_t delta) { (void)n, (void)delta; }
 static inline void pa_stat_free(pa_heap *me, uint32_t cls) { (void)me, (void)cls; }
 #define PA_STAT(x) ((void)0)
 #endif

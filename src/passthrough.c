@@ -7,6 +7,7 @@
 #include <dlfcn.h>
 #include <malloc.h>
 #include <stdlib.h>
+#include <string.h>
 
 #if PA_PASSTHROUGH_LIBC
 extern void *__libc_memalign(size_t, size_t);
@@ -64,60 +65,165 @@ void pa_sys_prime(void) {}
 #endif
 
 #if PA_STATS
-/* While sampling: the thread's byte countdown, inline; a request that runs it out is sampled. */
-static inline void *sys_sampled(void *p, size_t n) {
-    pa_heap *h = pa_tls_heap;
-    if (h->live && (h->smp.sys_cd -= (int64_t)n) < 0) return pa_sample_sys_due(h, p, n);
-    return p;
-}
-/* ... and a block about to go back to glibc loses its record first, if the filter says it has one. */
-static inline void sys_unsampled(void *p) {
-    if (pa_unlikely(pa_sample_recorded(p))) pa_sample_sys_retire(p);
-}
-#endif
+/* Each request is counted in the thread's heap before glibc sees it (calls, bytes asked), and the
+ * usable bytes of what glibc hands out and takes back after (live). Sampling (sites.h) rides on the
+ * byte count: a request that takes it to the heap's sys_next is the one to sample, a test the count
+ * makes anyway, and sys_next never comes while sampling is off. A thread without a heap, and the
+ * sampled requests, go out of line (sys_slow). */
+enum { OP_MALLOC, OP_CALLOC, OP_REALLOC, OP_MEMALIGN, OP_VALLOC, OP_PVALLOC };
 
-/* glibc served a request of n bytes with p (NULL: it failed). */
-static inline void *sys_served(void *p, size_t n) {
-    pa_stat_sys(n, PA_SYS_BYTES(p));
-#if PA_STATS
+/* Counts a request of n bytes in live heap h; true if it is the one to sample. */
+static inline bool sys_count(pa_heap *h, size_t n) {
+    h->sys_calls++;
+    __asm__("" : "+m"(h->sys_calls)); /* adds to memory, not SSE instructions */
+    uint64_t b = h->sys_bytes + n;
+    h->sys_bytes = b;
+    return pa_unlikely(b >= h->sys_next);
+}
+
+/* glibc's block p (NULL: none) came, and a block of old usable bytes went, for a request of n. */
+static inline void *sys_got(pa_heap *h, void *p, size_t n, size_t old) {
+    uint64_t d = (uint64_t)PA_SYS_BYTES(p) - old;
+    if (pa_likely(h != NULL)) h->sys_live += d;
+    else atomic_fetch_add_explicit(&pa_orphan_sys_live, d, memory_order_relaxed);
     if (pa_unlikely(n >= PA_PEAK_LARGE)) pa_stat_large(n);
-    if (PA_SAMPLING()) return sys_sampled(p, n);
-#endif
     return p;
 }
 
-void *pa_sys_malloc(size_t n) { return sys_served(PA_SYS_MALLOC(n), n); }
+_Static_assert(PA_PEAK_LARGE == 0x10000, "PA_SYS_CHECK tests u >= PA_PEAK_LARGE as u > 0xfffe");
 
-void *pa_sys_calloc(size_t n, size_t s) { return sys_served(PA_SYS_CALLOC(n, s), n * s); }
+/* A passthrough block of u usable bytes that may have a sample's record (sites.h): the filter is
+ * looked in only for a large block or, while sampling, one with the mark. */
+static inline bool sys_marked(size_t u) {
+    return pa_unlikely(u >= PA_PEAK_LARGE) || (PA_SAMPLING() && pa_unlikely(PA_SAMPLE_MARKED(u)));
+}
+
+/* The request to make of glibc for a sampled block of n bytes (n < PA_PEAK_LARGE): the least that
+ * gets a chunk whose usable size has the mark. glibc's chunk for a request r is
+ * max(32, (r + 8 + 15) & ~15) bytes, its usable size 8 less; the chunk it hands out is that or 16
+ * bytes more (malloc, calloc and realloc do not split a free chunk to leave less than 32 bytes),
+ * or 32 more (memalign keeps a tail of up to 32); an mmapped chunk's usable size is a multiple of
+ * the page less 16. A chunk of 976 mod 1024 bytes then has 968, 984 or 1000 usable bytes mod 1024,
+ * an mmapped one 1008: marked, all. (sys_slow checks, and does not record a block without it.) */
+static size_t sys_mark_request(size_t n) {
+    size_t chunk = n < 24 ? 32 : (n + 8 + 15) & ~(size_t)15;
+    chunk += (976 - chunk) & 1023;
+    return chunk - 8;
+}
+
+/* glibc's own answer to request op. */
+static void *sys_plain(int op, void *p, size_t a, size_t n, const void *caller) {
+    switch (op) {
+    case OP_MALLOC: return PA_SYS_MALLOC(n);
+    case OP_CALLOC: return PA_SYS_CALLOC(a, n);
+    case OP_REALLOC: return pa_sys_tab.realloc(p, n, caller);
+    case OP_MEMALIGN: return SYS_MEMALIGN(a, n);
+    case OP_VALLOC: return SYS_VALLOC(n);
+    default: return SYS_PVALLOC(n);
+    }
+}
+
+/* The requests that do not take the inline path: the thread has no heap yet (h NULL: one is
+ * attached, or the shared counters take the request), or this request is the one to sample (due),
+ * or a realloc's block may have a record (p's old usable bytes; it goes first). op's arguments are
+ * (p, a, n): realloc (p, -, n), calloc (-, count, size), memalign (-, alignment, n), the others
+ * (-, -, n). A sampled request below PA_PEAK_LARGE bytes asks glibc for up to 1 KiB more, so that
+ * its block has the mark (sys_mark_request); a larger one is glibc's own answer. */
+static __attribute__((noinline)) void *sys_slow(pa_heap *h, int op, void *p, size_t a, size_t n,
+                                                          size_t old, bool due, const void *caller) {
+    size_t bytes = n;
+    if (op == OP_CALLOC && __builtin_mul_overflow(a, n, &bytes)) bytes = SIZE_MAX; /* glibc fails it */
+    if (op == OP_PVALLOC) bytes = (n + PA_OS_PAGE - 1) & ~(size_t)(PA_OS_PAGE - 1);
+    if (!h) {
+        size_t asked = op == OP_CALLOC ? a * n : n; /* as the inline paths count */
+        h = pa_heap_attach(); /* as its first small block would: its next requests count without atomics */
+        if (h) due = sys_count(h, asked);
+        else {
+            atomic_fetch_add_explicit(&pa_orphan_sys_calls, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&pa_orphan_sys_bytes, asked, memory_order_relaxed);
+        }
+    }
+    bool sample = due && pa_sample_sys_due(h) && bytes != 0 && bytes != SIZE_MAX && bytes >= n;
+    if (op == OP_REALLOC && sys_marked(old) && pa_sample_recorded(p))
+        pa_sample_sys_retire(p); /* p's record goes before glibc may have the block back */
+    void *q;
+    if (!sample || bytes >= PA_PEAK_LARGE) {
+        q = sys_plain(op, p, a, n, caller);
+    } else { /* the same request, made larger so that the block carries the mark */
+        size_t r = sys_mark_request(bytes);
+        switch (op) {
+        case OP_MALLOC: q = PA_SYS_MALLOC(r); break;
+        case OP_CALLOC: q = PA_SYS_CALLOC(1, r); break;
+        case OP_REALLOC: q = pa_sys_tab.realloc(p, r, caller); break;
+        case OP_MEMALIGN: q = SYS_MEMALIGN(a, r); break;
+        default: q = SYS_MEMALIGN(PA_OS_PAGE, r); break; /* valloc, pvalloc (bytes: rounded up) */
+        }
+    }
+    if (op == OP_REALLOC && !q && n) old = 0; /* failed: p is untouched (realloc(p, 0) freed it) */
+    sys_got(h, q, bytes, op == OP_REALLOC ? old : 0);
+    if (sample && q) /* unmarked, the record could not be found at the free: not recorded (counted) */
+        pa_sample_sys_record(sys_marked(PA_SYS_BYTES(q)) ? q : NULL, bytes, (uintptr_t)__builtin_return_address(0));
+    return q;
+}
+
+/* A block to be freed that may have a record, or is large (a timeline point may be due). */
+static __attribute__((noinline)) PA_COLD void sys_free_marked(void *p, size_t u) {
+    if (u >= PA_PEAK_LARGE) pa_stat_large_free(); /* memory shrinks: a point if due */
+    if (PA_SAMPLING() && pa_sample_recorded(p)) pa_sample_sys_retire(p); /* before the block goes */
+}
+
+/* The body of a request's function: counted, then glibc's answer plain, or sys_slow's. */
+#define SYS_SERVE(op, a, n, plain)                                                          \
+    {                                                                                     \
+        pa_heap *h_ = pa_tls_heap;                                                        \
+        if (pa_unlikely(!h_->live)) return sys_slow(NULL, op, NULL, a, n, 0, false, PA_CALLER()); \
+        if (sys_count(h_, n)) return sys_slow(h_, op, NULL, a, n, 0, true, PA_CALLER());  \
+        return sys_got(h_, plain, n, 0);                                                  \
+    }
+
+void *pa_sys_malloc(size_t n) SYS_SERVE(OP_MALLOC, 0, n, PA_SYS_MALLOC(n))
+
+void *pa_sys_calloc(size_t n, size_t s) {
+    pa_heap *h = pa_tls_heap;
+    size_t bytes = n * s; /* alloc.c checked the product */
+    if (pa_unlikely(!h->live)) return sys_slow(NULL, OP_CALLOC, NULL, n, s, 0, false, PA_CALLER());
+    if (sys_count(h, bytes)) return sys_slow(h, OP_CALLOC, NULL, n, s, 0, true, PA_CALLER());
+    return sys_got(h, PA_SYS_CALLOC(n, s), bytes, 0);
+}
 
 void *pa_sys_realloc(void *p, size_t n) {
-#if PA_STATS
-    if (PA_SAMPLING()) sys_unsampled(p); /* p's record, if it has one, goes first */
-#endif
-    size_t old = PA_SYS_BYTES(p); /* read before: the call may free p */
+    pa_heap *h = pa_tls_heap;
+    size_t old = pa_sys_block_bytes(p); /* read before: the call may free p */
+    if (pa_unlikely(!h->live)) return sys_slow(NULL, OP_REALLOC, p, 0, n, old, false, PA_CALLER());
+    bool due = sys_count(h, n);
+    if (due || (PA_SYS_CHECK(old) && PA_SAMPLING() && pa_sample_recorded(p)))
+        return sys_slow(h, OP_REALLOC, p, 0, n, old, due, PA_CALLER());
     void *q = pa_sys_tab.realloc(p, n, PA_CALLER());
     if (!q && n) old = 0; /* failed: p is untouched (realloc(p, 0) freed it and returned NULL) */
-    pa_stat_sys(n, (uint64_t)PA_SYS_BYTES(q) - old);
-#if PA_STATS
-    if (pa_unlikely(n >= PA_PEAK_LARGE)) pa_stat_large(n);
-    if (PA_SAMPLING()) return sys_sampled(q, n);
-#endif
-    return q;
+    return sys_got(h, q, n, old);
 }
 
 void pa_sys_free(void *p) {
     if (!p) return;
-#if PA_STATS
     size_t u = pa_sys_block_bytes(p);
     pa_heap *h = pa_tls_heap;
     if (pa_likely(h->live)) h->sys_live -= u;
     else atomic_fetch_sub_explicit(&pa_orphan_sys_live, u, memory_order_relaxed);
-    if (pa_unlikely(u >= PA_PEAK_LARGE)) pa_stat_large_free(); /* memory shrinks: a point if due */
-    if (PA_SAMPLING()) sys_unsampled(p); /* its record, if it has one, goes before the block */
-#endif
+    if (PA_SYS_CHECK(u)) sys_free_marked(p, u);
     pa_sys_tab.free(p, PA_CALLER());
 }
 
-void *pa_sys_memalign(size_t a, size_t n) { return sys_served(SYS_MEMALIGN(a, n), n); }
-void *pa_sys_valloc(size_t n) { return sys_served(SYS_VALLOC(n), n); }
-void *pa_sys_pvalloc(size_t n) { return sys_served(SYS_PVALLOC(n), n); }
+void *pa_sys_memalign(size_t a, size_t n) SYS_SERVE(OP_MEMALIGN, a, n, SYS_MEMALIGN(a, n))
+void *pa_sys_valloc(size_t n) SYS_SERVE(OP_VALLOC, 0, n, SYS_VALLOC(n))
+void *pa_sys_pvalloc(size_t n) SYS_SERVE(OP_PVALLOC, 0, n, SYS_PVALLOC(n))
+#else
+void *pa_sys_malloc(size_t n) { return PA_SYS_MALLOC(n); }
+void *pa_sys_calloc(size_t n, size_t s) { return PA_SYS_CALLOC(n, s); }
+void *pa_sys_realloc(void *p, size_t n) { return pa_sys_tab.realloc(p, n, PA_CALLER()); }
+void pa_sys_free(void *p) {
+    if (p) pa_sys_tab.free(p, PA_CALLER());
+}
+void *pa_sys_memalign(size_t a, size_t n) { return SYS_MEMALIGN(a, n); }
+void *pa_sys_valloc(size_t n) { return SYS_VALLOC(n); }
+void *pa_sys_pvalloc(size_t n) { return SYS_PVALLOC(n); }
+#endif

@@ -52,6 +52,7 @@
 #define SMP_STR_MAX 512 /* bytes of a Python name or file kept */
 
 bool pa_sample_on;
+size_t pa_sample_bits;
 _Atomic uint64_t pa_sample_fired;
 
 #define PA_EMPTY_DIRECT { [0 ... PA_NDIRECT - 1] = &pa_page_empty }
@@ -154,7 +155,7 @@ void pa_sample_heap_init(pa_heap *h) {
         h->cd[n] = c;
         h->smp.base[n] = (uint64_t)c;
     }
-    h->smp.sys_cd = on ? smp_draw(h, (double)pa_opt.sample_bytes) : PA_CD_OFF;
+    h->sys_next = on ? h->sys_bytes + (uint64_t)smp_draw(h, (double)pa_opt.sample_bytes) : UINT64_MAX;
 }
 
 /* A seqlock read, with a bounded wait: a forked child's copy of a heap whose thread was between
@@ -526,7 +527,7 @@ typedef struct smp_mark {
 static smp_mark mark_peak, mark_exit;
 static uint64_t smp_seq;                 /* samples recorded, ever: each record's seq */
 static int64_t smp_live_est, smp_peak_est; /* weights of the live records: now, at the peak */
-static uint64_t smp_dropped;             /* samples not recorded: no room */
+static uint64_t smp_dropped;             /* samples not recorded: no room, or a passthrough block without the mark */
 static uint32_t smp_exit_source;         /* 1: the interpreter began to finalize */
 
 static uint64_t smp_rec_key(uint32_t i) { return smp_hash(recs.r[i].addr); }
@@ -659,10 +660,19 @@ void pa_sample_free_small(pa_page *pg, pa_block *b) {
 
 /* ---- the passthrough while sampling (internal.h decides which requests come here) ---- */
 
-static void *smp_sys_sample(pa_heap *h, void *p, size_t n, uintptr_t keep_from) {
-    h->smp.sys_cd = smp_draw(h, (double)pa_opt.sample_bytes);
+bool pa_sample_sys_due(pa_heap *h) {
+    h->sys_next = h->sys_bytes + (uint64_t)smp_draw(h, (double)pa_opt.sample_bytes);
     atomic_fetch_add_explicit(&pa_sample_fired, 1, memory_order_relaxed);
-    if (!smp_ready || smp_busy || !p) return p;
+    return smp_ready && !smp_busy;
+}
+
+void pa_sample_sys_record(void *p, size_t n, uintptr_t keep_from) {
+    if (!p) { /* a block free could not find the record of */
+        pthread_mutex_lock(&sample_lock);
+        smp_dropped++;
+        pthread_mutex_unlock(&sample_lock);
+        return;
+    }
     smp_busy = 1;
     smp_cap c;
     smp_capture(&c, keep_from);
@@ -670,7 +680,6 @@ static void *smp_sys_sample(pa_heap *h, void *p, size_t n, uintptr_t keep_from) 
     smp_record(p, n, &c, true);
     pthread_mutex_unlock(&sample_lock);
     smp_busy = 0;
-    return p;
 }
 
 /* The record of passthrough block p, if it has one, goes: before glibc has the block back, since
@@ -679,10 +688,6 @@ void pa_sample_sys_retire(void *p) {
     pthread_mutex_lock(&sample_lock);
     smp_retire((uintptr_t)p);
     pthread_mutex_unlock(&sample_lock);
-}
-
-void *pa_sample_sys_due(pa_heap *h, void *p, size_t n) {
-    return smp_sys_sample(h, p, n, (uintptr_t)__builtin_return_address(0));
 }
 
 /* ---- start-up and fork ---- */
@@ -712,6 +717,7 @@ void pa_sample_start(void) {
      * before the pool lock, as the sampler takes them. */
     pthread_atfork(smp_fork_prepare, smp_fork_release, smp_fork_child);
     pa_sample_on = true;
+    pa_sample_bits = PA_SAMPLE_BITS;
     smp_ready = true;
 }
 
@@ -872,7 +878,8 @@ void pa_sample_heap_init(pa_heap *h) { (void)h; }
 uint64_t pa_heap_allocs(const pa_heap *h, size_t n) { return (void)h, (void)n, 0; }
 void *pa_malloc_sampled(pa_heap *h, size_t n) { return pa_malloc_counted(h, n); }
 void pa_sample_free_small(pa_page *pg, pa_block *b) { (void)pg, pa_free_invalid("free", b); } /* no such page */
-void *pa_sample_sys_due(pa_heap *h, void *p, size_t n) { return (void)h, (void)n, p; }
+bool pa_sample_sys_due(pa_heap *h) { return (void)h, false; }
+void pa_sample_sys_record(void *p, size_t n, uintptr_t keep_from) { (void)p, (void)n, (void)keep_from; }
 void pa_sample_sys_retire(void *p) { (void)p; }
 void pa_sample_start(void) {}
 #endif

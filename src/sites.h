@@ -18,8 +18,9 @@
  * weights an unbiased estimate of the bytes it stands for. For small blocks the draw is a countdown
  * per request size in the heap (heap->cd[n], the number of allocations of that size before the next
  * sampled one: geometric, mean about R / n); for passthrough requests a countdown of bytes per
- * thread (exponential, mean R). While sampling is off the countdowns start at PA_CD_OFF and never
- * reach zero. */
+ * thread (exponential, mean R: the heap's sys_next, the count of passthrough bytes at which the
+ * next sampled request comes). While sampling is off the countdowns start at PA_CD_OFF and never
+ * reach zero, and sys_next is UINT64_MAX. */
 #define PA_CD_OFF ((int64_t)1 << 62)
 extern bool pa_sample_on; /* PYALLOC_SITES=1: the passthrough's hooks run (one branch each while off) */
 extern pa_heap pa_sample_heap; /* the pseudo-heap whose pages hold the sampled small blocks */
@@ -33,13 +34,27 @@ uint64_t pa_heap_allocs(const pa_heap *h, size_t n);
 void *pa_malloc_sampled(pa_heap *h, size_t n) PA_COLD;
 /* The free of b, in a page of pa_sample_heap (free.c's remote free sends it here). */
 void pa_sample_free_small(pa_page *pg, pa_block *b) PA_COLD;
-/* The passthrough served p (NULL: it failed) for n bytes and h's byte countdown ran out: a new
- * countdown, and p recorded. Returns p. */
-void *pa_sample_sys_due(pa_heap *h, void *p, size_t n) PA_COLD;
+/* A passthrough request took h's byte count to h->sys_next: the next one is drawn; true if this
+ * request is to be recorded (the sampler is ready, and this thread is not inside it). */
+bool pa_sample_sys_due(pa_heap *h) PA_COLD;
+/* ... then the block p that served it, of n bytes, is recorded with the stack (the frames up to the
+ * one returning to keep_from left out); p NULL: the sample is counted as dropped. */
+void pa_sample_sys_record(void *p, size_t n, uintptr_t keep_from) PA_COLD;
 /* The passthrough is about to free or reallocate p, which the filter says may be recorded
  * (pa_sample_recorded): its record goes first, before glibc has the block back. */
 void pa_sample_sys_retire(void *p) PA_COLD;
 #define PA_SAMPLE_FILTER (1u << 16) /* counters of recorded passthrough blocks, by address bits */
+/* A recorded passthrough block below PA_PEAK_LARGE bytes has usable bytes u with the mark (its
+ * request was made larger for it, passthrough.c), so that free and realloc look in the filter only
+ * for blocks with the mark (u mod 1024 at least 960: 1 in 16 of glibc's others, whose usable
+ * sizes are 8 mod 16) and for large ones. */
+#define PA_SAMPLE_MARKED(u) (((u) & 0x3c0) == 0x3c0)
+/* The passthrough's one test of a block's usable bytes u at free and realloc: u | pa_sample_bits
+ * is above 0xfffe when u >= PA_PEAK_LARGE (a timeline point may be due), or, while sampling (the
+ * bits are 0xffff & ~0x3c0; 0 while off), when u has the mark. */
+extern size_t pa_sample_bits;
+#define PA_SAMPLE_BITS ((size_t)0xffff & ~(size_t)0x3c0)
+#define PA_SYS_CHECK(u) pa_unlikely(((u) | pa_sample_bits) > 0xfffe)
 /* The library's constructor: the unwinder and the Python frames are set up, sampling starts. */
 void pa_sample_start(void);
 

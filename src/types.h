@@ -138,7 +138,6 @@ typedef struct pa_heap_stats {
 typedef struct pa_heap_sample {
     uint64_t base[PA_NDIRECT]; /* small blocks of size n handed out, ever: base[n] - cd[n] */
     _Atomic uint32_t seq;      /* odd while base and cd are being reset: readers retry */
-    int64_t sys_cd;            /* bytes of passthrough requests left before the next sampled one */
     uint64_t rng;              /* the countdowns' draws */
 } pa_heap_sample;
 
@@ -165,6 +164,7 @@ typedef struct pa_heap {
                                     (sample.c); counts the small blocks handed out, with smp.base */
     uint64_t nfree[PA_NCLASS];   /* small blocks this thread freed, by class (into any page) */
     uint64_t sys_calls, sys_bytes; /* requests passed to the system allocator */
+    uint64_t sys_next;           /* sys_bytes at which the next sampled passthrough request comes */
     pa_heap_sample smp;
     uint64_t sys_live;           /* usable bytes of glibc blocks: + those this thread got, - those
                                     it freed (modulo 2^64: the sum over the heaps is what is live) */

@@ -745,7 +745,8 @@ typedef struct unw_cached {
                              UNW_BUSY: being written */
     _Atomic uint64_t w0;  /* CFA offset (int32), CFA register (bit 32: rbp, else rsp), outermost
                              (bit 33: the return address is undefined), return address offset / 8
-                             (int8, bits 40-47) */
+                             (int8, bits 40-47), the saved registers of w1 (bits 48-53: bit k for
+                             its k-th byte), the least of those offsets / 8 (int8, bits 56-63) */
     _Atomic uint64_t w1;  /* rbx, rbp, r12, r13, r14, r15: offset / 8 (int8 each), or UNW_SAME8 */
 } unw_cached;
 static unw_cached unw_cache[UNW_CACHE];
@@ -780,7 +781,14 @@ static void unw_cache_put(uintptr_t look, const unw_row *row, uint32_t ra_reg) {
     uint64_t w0 = (uint32_t)row->cfa_off | (uint64_t)(row->cfa_reg == UNW_RBP) << 32 | (uint64_t)outermost << 33 |
                   (uint64_t)(uint8_t)ra8 << 40;
     uint64_t w1 = 0;
-    for (unsigned k = 0; k < 6; k++) w1 |= (uint64_t)(uint8_t)saved[k] << (8 * k);
+    int8_t least = ra8;
+    for (unsigned k = 0; k < 6; k++) {
+        w1 |= (uint64_t)(uint8_t)saved[k] << (8 * k);
+        if (saved[k] == UNW_SAME8) continue;
+        w0 |= (uint64_t)1 << (48 + k);
+        if (saved[k] < least) least = saved[k];
+    }
+    w0 |= (uint64_t)(uint8_t)least << 56;
     unw_cached *e = &unw_cache[unw_cache_slot(look)];
     uint64_t old = atomic_load_explicit(&e->key, memory_order_relaxed);
     if (old == UNW_BUSY || !atomic_compare_exchange_strong_explicit(&e->key, &old, UNW_BUSY, memory_order_relaxed,
@@ -793,8 +801,9 @@ static void unw_cache_put(uintptr_t look, const unw_row *row, uint32_t ra_reg) {
 }
 
 /* One step from the cached row of look: 1 done, 0 no row cached (or a read failed: the slow
- * path finds out why), -1 the outermost frame. */
-static int unw_cache_step(unw_ctx *x, uintptr_t look) {
+ * path finds out why), -1 the outermost frame. Every offset is at most 127 words above the CFA
+ * and at least the entry's least: when all of that is on the stack, the reads need no check each. */
+__attribute__((no_sanitize_address)) static int unw_cache_step(unw_ctx *x, uintptr_t look) {
     unw_cached *e = &unw_cache[unw_cache_slot(look)];
     if (atomic_load_explicit(&e->key, memory_order_acquire) != look) return 0;
     uint64_t w0 = atomic_load_explicit(&e->w0, memory_order_relaxed);
@@ -805,6 +814,24 @@ static int unw_cache_step(unw_ctx *x, uintptr_t look) {
     unsigned base = (w0 >> 32) & 1 ? UNW_RBP : UNW_RSP;
     if (!(x->known & (1u << base))) return 0;
     uint64_t cfa = x->regs[base] + (uint32_t)w0, v;
+    if (pa_likely(!(cfa & 7) && cfa + (uint64_t)((int64_t)(int8_t)(w0 >> 56) * 8) >= x->stack_lo &&
+                  cfa <= x->stack_hi - 1024 && cfa >= 1024)) {
+        const uint64_t *c = (const uint64_t *)cfa;
+        uint64_t ra = c[(int8_t)(w0 >> 40)];
+        unsigned m = (unsigned)(w0 >> 48) & 63;
+        uint32_t known = x->known;
+        for (unsigned k = 0; k < 6; k++) { /* without branches: a register unchanged reads c[0] */
+            unsigned r = unw_saved_regs[k];
+            bool saved = m >> k & 1;
+            uint64_t v = c[saved ? (int8_t)(w1 >> (8 * k)) : 0];
+            x->regs[r] = saved ? v : x->regs[r];
+            known |= (uint32_t)saved << r;
+        }
+        x->regs[UNW_RSP] = cfa;
+        x->regs[UNW_RA] = ra;
+        x->known = known | (1u << UNW_RSP) | (1u << UNW_RA);
+        return 1;
+    }
     uint64_t ra;
     if (!unw_read_stack(x, (uintptr_t)(cfa + (uint64_t)(int64_t)(int8_t)(w0 >> 40) * 8), &ra)) return 0;
     uint64_t saved[6];

@@ -451,7 +451,7 @@ def human(n):
 def format_text(rep, top=10, callers=4):
     R = rep["sample_bytes"]
     out = ["allocation sites: about 1 sample per %s allocated (PYALLOC_SAMPLE_BYTES=%d), %d samples%s"
-           % (human(R), R, rep["samples"], "" if not rep["dropped"] else " (%d not recorded: no memory)" % rep["dropped"]),
+           % (human(R), R, rep["samples"], "" if not rep["dropped"] else " (%d not recorded: no memory, or a block free could not find)" % rep["dropped"]),
            "Python frames: %s" % (rep["python"] or "none (not a Python 3.11 process)"),
            "bytes and blocks are estimates from the samples; ± is twice the estimate's standard error"]
     if not rep["complete"]:

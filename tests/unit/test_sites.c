@@ -8,7 +8,9 @@
  *                    1 - exp(-n/R) (within 5 standard errors of a binomial count), passthrough bytes
  *                    too; a sampled block lives in a page of the pseudo-heap, works as any block
  *                    (contents, realloc, usable size, free from another thread) and a double free or
- *                    an interior pointer of one aborts with the usual message
+ *                    an interior pointer of one aborts with the usual message; a sampled passthrough
+ *                    block (every way into glibc) is aligned as asked and carries the filter's mark,
+ *                    with calloc's zeros and realloc's contents
  * and, in both, the sampler's 1 - exp(-x) against libm's. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -83,7 +85,7 @@ static void test_off_countdown_never_fires(void **state) {
         assert_true(h->cd[n] > PA_CD_OFF / 2); /* never near zero */
         assert_int_equal(h->smp.base[n], (uint64_t)PA_CD_OFF);
     }
-    assert_true(h->smp.sys_cd == PA_CD_OFF);
+    assert_true(h->sys_next == UINT64_MAX);
     /* no page belongs to the pseudo-heap */
     size_t npages = pa_load_relaxed(&pa_limit) >> PA_PAGE_SHIFT;
     for (size_t i = 0; i < npages; i++) assert_true(pa_load_relaxed(&pa_pages[i].heap) != &pa_sample_heap);
@@ -170,6 +172,91 @@ static void test_on_sampled_blocks_work(void **state) {
     pa_free(big);
 }
 
+/* ---- the passthrough's sampled blocks ---- */
+
+enum { P_MALLOC, P_CALLOC, P_REALLOC, P_MEMALIGN64, P_MEMALIGN8K, P_POSIX, P_VALLOC, P_PVALLOC, P_NOPS };
+static const char *const op_name[P_NOPS] = {"malloc", "calloc", "realloc", "memalign(64)",
+                                            "memalign(8192)", "posix_memalign(128)", "valloc", "pvalloc"};
+
+static void *pass_op(int op, size_t n) {
+    void *p = NULL;
+    switch (op) {
+    case P_MALLOC: return pa_malloc(n);
+    case P_CALLOC: return pa_calloc(1, n);
+    case P_MEMALIGN64: return pa_memalign(64, n);
+    case P_MEMALIGN8K: return pa_memalign(8192, n);
+    case P_POSIX: return pa_posix_memalign(&p, 128, n) == 0 ? p : NULL;
+    case P_VALLOC: return pa_valloc(n);
+    case P_PVALLOC: return pa_pvalloc(n);
+    default: return NULL;
+    }
+}
+
+static uint32_t filter_at(const void *p) {
+    return atomic_load(&pa_sample_filter[((uintptr_t)p >> 4) & (PA_SAMPLE_FILTER - 1)]);
+}
+
+/* Every way into glibc, below and above PA_PEAK_LARGE: a block the sampler recorded is aligned as
+ * the request asks and, below PA_PEAK_LARGE, has the mark free looks for, at most 1 KiB over;
+ * calloc's is zero though glibc's free memory is dirty, realloc's keeps the old contents, each is
+ * found by the filter until freed, and the live bytes come back to where they were. */
+static void test_on_sampled_passthrough_blocks(void **state) {
+    (void)state;
+    static const size_t sizes[] = {600, 5000, 60000, 100000, 300000};
+    for (int op = 0; op < P_NOPS; op++) {
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            size_t n = sizes[si];
+            /* glibc's free memory of this size, dirty */
+            void *dirty[64];
+            for (int i = 0; i < 64; i++) memset(dirty[i] = pa_malloc(n), 0xff, n);
+            for (int i = 0; i < 64; i++) pa_free(dirty[i]);
+            uint64_t small0, large0;
+            pa_live_bytes(&small0, &large0);
+            unsigned char *p = NULL;
+            for (int tries = 0; tries < 100000 && !p; tries++) {
+                unsigned char *old = NULL;
+                if (op == P_REALLOC) memset(old = pa_malloc(n / 2), 0x3c, n / 2);
+                uint64_t f0 = fired();
+                unsigned char *q = op == P_REALLOC ? pa_realloc(old, n) : pass_op(op, n);
+                assert_non_null(q);
+                if (fired() != f0) p = q;
+                else pa_free(q);
+            }
+            if (!p) fail_msg("%s(%zu): never sampled", op_name[op], n);
+            size_t align = op == P_MEMALIGN64 ? 64 : op == P_MEMALIGN8K ? 8192 : op == P_POSIX ? 128
+                         : op == P_VALLOC || op == P_PVALLOC ? 4096 : 16;
+            if ((uintptr_t)p % align) fail_msg("%s(%zu) sampled: %p not %zu-aligned", op_name[op], n, (void *)p, align);
+            size_t want = op == P_PVALLOC ? (n + 4095) & ~(size_t)4095 : n, u = pa_malloc_usable_size(p);
+            assert_true(u >= want);
+            if (n < PA_PEAK_LARGE && !PA_SAMPLE_MARKED(u))
+                fail_msg("%s(%zu) sampled: %zu usable bytes, without the mark", op_name[op], n, u);
+            size_t asked = op == P_REALLOC ? want + want / 8 : want; /* realloc rounds up by at most 1/8 */
+            if (n < PA_PEAK_LARGE && u > asked + 1024 + 16)
+                fail_msg("%s(%zu) sampled: %zu usable bytes, more than 1 KiB over", op_name[op], n, u);
+            if (op == P_CALLOC)
+                for (size_t i = 0; i < n; i++)
+                    if (p[i]) fail_msg("calloc(1, %zu) sampled: byte %zu is %#x", n, i, p[i]);
+            if (op == P_REALLOC)
+                for (size_t i = 0; i < n / 2; i++)
+                    if (p[i] != 0x3c) fail_msg("realloc to %zu sampled: byte %zu lost", n, i);
+            memset(p, 0xa5, want);
+            uint32_t f = filter_at(p);
+            if (!pa_sample_recorded(p)) fail_msg("%s(%zu) sampled but not in the filter", op_name[op], n);
+            pa_free(p);
+            assert_int_equal(filter_at(p), f - 1);
+            uint64_t small1, large1;
+            pa_live_bytes(&small1, &large1);
+            assert_int_equal(large1, large0);
+        }
+    }
+    /* realloc(p, 0) of a recorded block frees it, record and all, and returns NULL */
+    void *p = sampled_block(3000);
+    uint32_t f = filter_at(p);
+    assert_true(f > 0);
+    assert_null(pa_realloc(p, 0));
+    assert_int_equal(filter_at(p), f - 1);
+}
+
 static void double_free_child(void *p) {
     pa_free(p);
     pa_free(p);
@@ -206,6 +293,7 @@ int main(int argc, char **argv) {
             cmocka_unit_test(test_on_rate_per_size),
             cmocka_unit_test(test_on_counts_stay_exact),
             cmocka_unit_test(test_on_sampled_blocks_work),
+            cmocka_unit_test(test_on_sampled_passthrough_blocks),
             cmocka_unit_test(test_on_misuse_of_a_sampled_block),
         };
         return cmocka_run_group_tests_name("sites (sampling on)", tests, NULL, NULL);
