@@ -751,6 +751,7 @@ typedef struct unw_cached {
 } unw_cached;
 static unw_cached unw_cache[UNW_CACHE];
 static const uint8_t unw_saved_regs[6] = {3, 6, 12, 13, 14, 15};
+_Static_assert(UNW_RBP == 6, "the cached step reads rbp as w1's byte 1");
 
 static size_t unw_cache_slot(uintptr_t look) { return (size_t)((look * 0x9e3779b97f4a7c15ull) >> 52) & (UNW_CACHE - 1); }
 
@@ -818,14 +819,15 @@ __attribute__((no_sanitize_address)) static int unw_cache_step(unw_ctx *x, uintp
                   cfa <= x->stack_hi - 1024 && cfa >= 1024)) {
         const uint64_t *c = (const uint64_t *)cfa;
         uint64_t ra = c[(int8_t)(w0 >> 40)];
-        unsigned m = (unsigned)(w0 >> 48) & 63;
-        uint32_t known = x->known;
-        for (unsigned k = 0; k < 6; k++) { /* without branches: a register unchanged reads c[0] */
-            unsigned r = unw_saved_regs[k];
-            bool saved = m >> k & 1;
-            uint64_t v = c[saved ? (int8_t)(w1 >> (8 * k)) : 0];
-            x->regs[r] = saved ? v : x->regs[r];
-            known |= (uint32_t)saved << r;
+        /* Only rbp is read back: the walk needs rsp, rbp and the return address (a cached row's CFA
+         * is rsp or rbp plus an offset). The other registers this frame saved become unknown to its
+         * caller; a later frame worked out in full that needs one (rare: its CFA or an expression
+         * uses it) ends the walk there. */
+        unsigned m = (unsigned)(w0 >> 48) & 63; /* bit k: unw_saved_regs[k] is saved: rbx rbp r12-r15 */
+        uint32_t known = x->known & ~((m & 1u) << 3 | (m & 0x3cu) << 10);
+        if (m & 2) {
+            x->regs[UNW_RBP] = c[(int8_t)(w1 >> 8)];
+            known |= 1u << UNW_RBP;
         }
         x->regs[UNW_RSP] = cfa;
         x->regs[UNW_RA] = ra;
@@ -864,6 +866,42 @@ bool pa_unwind_object(uintptr_t pc, pa_unwind_object_info *o) {
     return true;
 }
 
+/* The last two objects the walk met: most frames are in the same one as the last. */
+typedef struct unw_objs {
+    unw_obj o[2];
+    unsigned n, last;
+} unw_objs;
+
+/* One step worked out in full from look's FDE (the row is then cached, unless it is a signal
+ * frame's): 1 done, 0 the walk ends; *signal: the frame was a signal frame. Out of line, so that
+ * the walk's loop over cached rows keeps its few variables in registers. */
+static __attribute__((noinline)) int unw_full_step(unw_ctx *x, uintptr_t look, unw_objs *objs, bool *signal) {
+    unw_obj *o = NULL;
+    for (unsigned i = 0; i < objs->n; i++)
+        if (look >= objs->o[i].map_start && look < objs->o[i].map_end) o = &objs->o[i];
+    if (!o) {
+        unsigned slot = objs->n < 2 ? objs->n : (objs->last + 1) % 2;
+        o = &objs->o[slot];
+        if (!unw_obj_find(look, o)) return 0;
+        objs->last = slot;
+        if (objs->n < 2) objs->n++;
+    }
+    x->obj = o;
+    unw_cie cie;
+    unw_fde fde;
+    if (!unw_find_fde(o, look, &cie, &fde)) return 0;
+    unw_row initial, row;
+    memset(&initial, 0, sizeof initial);
+    initial.cfa_reg = UNW_RSP;
+    if (!unw_run(o, &cie, cie.insns, cie.insns_end, fde.pc_begin, UINTPTR_MAX, &initial, NULL)) return 0;
+    row = initial;
+    if (!unw_run(o, &cie, fde.insns, fde.insns_end, fde.pc_begin, look, &row, &initial)) return 0;
+    const uint8_t *seg_end = (const uint8_t *)unw_obj_seg_end(o, (uintptr_t)fde.insns);
+    *signal = cie.signal;
+    if (!cie.signal) unw_cache_put(look, &row, cie.ra_reg);
+    return unw_step(x, &row, cie.ra_reg, seg_end) ? 1 : 0;
+}
+
 size_t pa_unwind(uintptr_t *out, size_t max, uintptr_t keep_from) {
     unw_ctx x;
     x.obj = NULL;
@@ -873,8 +911,8 @@ size_t pa_unwind(uintptr_t *out, size_t max, uintptr_t keep_from) {
     if (!unw_stack_bounds(x.regs[UNW_RSP], &hi)) return 0;
     x.stack_lo = x.regs[UNW_RSP];
     x.stack_hi = hi;
-    unw_obj objs[2]; /* the last two objects met: most frames are in the same one as the last */
-    unsigned nobj = 0, last = 0;
+    unw_objs objs;
+    objs.n = objs.last = 0;
     size_t n = 0, skip = 0;
     bool exact = false, kept = false;
     uint64_t prev_cfa = 0;
@@ -887,32 +925,7 @@ size_t pa_unwind(uintptr_t *out, size_t max, uintptr_t keep_from) {
         bool signal = false;
         int cached = unw_cache_step(&x, look);
         if (cached < 0) break;
-        if (cached == 0) {
-            unw_obj *o = NULL;
-            for (unsigned i = 0; i < nobj; i++)
-                if (look >= objs[i].map_start && look < objs[i].map_end) o = &objs[i];
-            if (!o) {
-                unsigned slot = nobj < 2 ? nobj : (last + 1) % 2;
-                o = &objs[slot];
-                if (!unw_obj_find(look, o)) break;
-                last = slot;
-                if (nobj < 2) nobj++;
-            }
-            x.obj = o;
-            unw_cie cie;
-            unw_fde fde;
-            if (!unw_find_fde(o, look, &cie, &fde)) break;
-            unw_row initial, row;
-            memset(&initial, 0, sizeof initial);
-            initial.cfa_reg = UNW_RSP;
-            if (!unw_run(o, &cie, cie.insns, cie.insns_end, fde.pc_begin, UINTPTR_MAX, &initial, NULL)) break;
-            row = initial;
-            if (!unw_run(o, &cie, fde.insns, fde.insns_end, fde.pc_begin, look, &row, &initial)) break;
-            const uint8_t *seg_end = (const uint8_t *)unw_obj_seg_end(o, (uintptr_t)fde.insns);
-            signal = cie.signal;
-            if (!signal) unw_cache_put(look, &row, cie.ra_reg);
-            if (!unw_step(&x, &row, cie.ra_reg, seg_end)) break;
-        }
+        if (cached == 0 && !unw_full_step(&x, look, &objs, &signal)) break;
         uint64_t cfa = x.regs[UNW_RSP];
         /* Frames are ever further up the stack; a signal frame may switch stacks, and ends the
          * walk if it leaves this one. */
