@@ -66,19 +66,20 @@ void pa_sys_prime(void) {}
 
 #if PA_STATS
 /* Each request is counted in the thread's heap before glibc sees it (calls, bytes asked), and the
- * usable bytes of what glibc hands out and takes back after (live). Sampling (sites.h) rides on the
- * byte count: a request that takes it to the heap's sys_next is the one to sample, a test the count
- * makes anyway, and sys_next never comes while sampling is off. A thread without a heap, and the
- * sampled requests, go out of line (sys_slow). */
+ * usable bytes of what glibc hands out and takes back after (live). Sampling (sites.h) counts the
+ * same bytes down in the same heap: a subtraction from memory and a branch on its sign, the
+ * request that runs it out the one to sample; while sampling is off it starts at PA_CD_OFF and
+ * never runs out, so the passthrough tests no flag. A thread without a heap, and the sampled
+ * requests, go out of line (sys_slow). */
 enum { OP_MALLOC, OP_CALLOC, OP_REALLOC, OP_MEMALIGN, OP_VALLOC, OP_PVALLOC };
 
 /* Counts a request of n bytes in live heap h; true if it is the one to sample. */
 static inline bool sys_count(pa_heap *h, size_t n) {
     h->sys_calls++;
     __asm__("" : "+m"(h->sys_calls)); /* adds to memory, not SSE instructions */
-    uint64_t b = h->sys_bytes + n;
-    h->sys_bytes = b;
-    return pa_unlikely(b >= h->sys_next);
+    h->sys_bytes += n;
+    __asm__("" : "+m"(h->sys_bytes));
+    return pa_unlikely((h->sys_cd -= (int64_t)n) < 0);
 }
 
 /* glibc's block p (NULL: none) came, and a block of old usable bytes went, for a request of n. */
@@ -195,9 +196,9 @@ void *pa_sys_realloc(void *p, size_t n) {
     pa_heap *h = pa_tls_heap;
     size_t old = pa_sys_block_bytes(p); /* read before: the call may free p */
     if (pa_unlikely(!h->live)) return sys_slow(NULL, OP_REALLOC, p, 0, n, old, false, PA_CALLER());
-    bool due = sys_count(h, n);
-    if (due || (PA_SYS_CHECK(old) && PA_SAMPLING() && pa_sample_recorded(p)))
-        return sys_slow(h, OP_REALLOC, p, 0, n, old, due, PA_CALLER());
+    if (sys_count(h, n)) return sys_slow(h, OP_REALLOC, p, 0, n, old, true, PA_CALLER());
+    if (PA_SAMPLING() && PA_SYS_CHECK(old) && pa_sample_recorded(p)) /* its record goes first */
+        return sys_slow(h, OP_REALLOC, p, 0, n, old, false, PA_CALLER());
     void *q = pa_sys_tab.realloc(p, n, PA_CALLER());
     if (!q && n) old = 0; /* failed: p is untouched (realloc(p, 0) freed it and returned NULL) */
     return sys_got(h, q, n, old);

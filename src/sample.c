@@ -155,7 +155,7 @@ void pa_sample_heap_init(pa_heap *h) {
         h->cd[n] = c;
         h->smp.base[n] = (uint64_t)c;
     }
-    h->sys_next = on ? h->sys_bytes + (uint64_t)smp_draw(h, (double)pa_opt.sample_bytes) : UINT64_MAX;
+    h->sys_cd = on ? smp_draw(h, (double)pa_opt.sample_bytes) : PA_CD_OFF;
 }
 
 /* A seqlock read, with a bounded wait: a forked child's copy of a heap whose thread was between
@@ -661,7 +661,7 @@ void pa_sample_free_small(pa_page *pg, pa_block *b) {
 /* ---- the passthrough while sampling (internal.h decides which requests come here) ---- */
 
 bool pa_sample_sys_due(pa_heap *h) {
-    h->sys_next = h->sys_bytes + (uint64_t)smp_draw(h, (double)pa_opt.sample_bytes);
+    h->sys_cd = smp_draw(h, (double)pa_opt.sample_bytes);
     atomic_fetch_add_explicit(&pa_sample_fired, 1, memory_order_relaxed);
     return smp_ready && !smp_busy;
 }

@@ -18,9 +18,8 @@
  * weights an unbiased estimate of the bytes it stands for. For small blocks the draw is a countdown
  * per request size in the heap (heap->cd[n], the number of allocations of that size before the next
  * sampled one: geometric, mean about R / n); for passthrough requests a countdown of bytes per
- * thread (exponential, mean R: the heap's sys_next, the count of passthrough bytes at which the
- * next sampled request comes). While sampling is off the countdowns start at PA_CD_OFF and never
- * reach zero, and sys_next is UINT64_MAX. */
+ * thread (exponential, mean R: the heap's sys_cd, counted down beside its count of bytes asked of
+ * glibc). While sampling is off the countdowns start at PA_CD_OFF and never reach zero. */
 #define PA_CD_OFF ((int64_t)1 << 62)
 extern bool pa_sample_on; /* PYALLOC_SITES=1: the passthrough's hooks run (one branch each while off) */
 extern pa_heap pa_sample_heap; /* the pseudo-heap whose pages hold the sampled small blocks */
@@ -34,7 +33,7 @@ uint64_t pa_heap_allocs(const pa_heap *h, size_t n);
 void *pa_malloc_sampled(pa_heap *h, size_t n) PA_COLD;
 /* The free of b, in a page of pa_sample_heap (free.c's remote free sends it here). */
 void pa_sample_free_small(pa_page *pg, pa_block *b) PA_COLD;
-/* A passthrough request took h's byte count to h->sys_next: the next one is drawn; true if this
+/* A passthrough request ran h's byte countdown (h->sys_cd) out: the next one is drawn; true if this
  * request is to be recorded (the sampler is ready, and this thread is not inside it). */
 bool pa_sample_sys_due(pa_heap *h) PA_COLD;
 /* ... then the block p that served it, of n bytes, is recorded with the stack (the frames up to the

@@ -164,7 +164,7 @@ typedef struct pa_heap {
                                     (sample.c); counts the small blocks handed out, with smp.base */
     uint64_t nfree[PA_NCLASS];   /* small blocks this thread freed, by class (into any page) */
     uint64_t sys_calls, sys_bytes; /* requests passed to the system allocator */
-    uint64_t sys_next;           /* sys_bytes at which the next sampled passthrough request comes */
+    int64_t sys_cd;              /* bytes of passthrough requests left before the next sampled one */
     pa_heap_sample smp;
     uint64_t sys_live;           /* usable bytes of glibc blocks: + those this thread got, - those
                                     it freed (modulo 2^64: the sum over the heaps is what is live) */
