@@ -197,7 +197,7 @@ void *pa_sys_realloc(void *p, size_t n) {
     size_t old = pa_sys_block_bytes(p); /* read before: the call may free p */
     if (pa_unlikely(!h->live)) return sys_slow(NULL, OP_REALLOC, p, 0, n, old, false, PA_CALLER());
     if (sys_count(h, n)) return sys_slow(h, OP_REALLOC, p, 0, n, old, true, PA_CALLER());
-    if (PA_SAMPLING() && PA_SYS_CHECK(old) && pa_sample_recorded(p)) /* its record goes first */
+    if (PA_SYS_CHECK(old) && PA_SAMPLING() && pa_sample_recorded(p)) /* its record goes first */
         return sys_slow(h, OP_REALLOC, p, 0, n, old, false, PA_CALLER());
     void *q = pa_sys_tab.realloc(p, n, PA_CALLER());
     if (!q && n) old = 0; /* failed: p is untouched (realloc(p, 0) freed it and returned NULL) */
