@@ -79,7 +79,9 @@ static inline bool sys_count(pa_heap *h, size_t n) {
     __asm__("" : "+m"(h->sys_calls)); /* adds to memory, not SSE instructions */
     h->sys_bytes += n;
     __asm__("" : "+m"(h->sys_bytes));
-    return pa_unlikely((h->sys_cd -= (int64_t)n) < 0);
+    int64_t cd = (int64_t)((uint64_t)h->sys_cd - n); /* wraps for a request near 2^64, which fails */
+    h->sys_cd = cd;
+    return pa_unlikely(cd < 0);
 }
 
 /* glibc's block p (NULL: none) came, and a block of old usable bytes went, for a request of n. */

@@ -661,6 +661,10 @@ void pa_sample_free_small(pa_page *pg, pa_block *b) {
 /* ---- the passthrough while sampling (internal.h decides which requests come here) ---- */
 
 bool pa_sample_sys_due(pa_heap *h) {
+    if (!pa_opt.sites) { /* a request of 2^62 bytes or more ran PA_CD_OFF out: it stays off */
+        h->sys_cd = PA_CD_OFF;
+        return false;
+    }
     h->sys_cd = smp_draw(h, (double)pa_opt.sample_bytes);
     atomic_fetch_add_explicit(&pa_sample_fired, 1, memory_order_relaxed);
     return smp_ready && !smp_busy;

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -29,6 +30,22 @@
 double pa_sample_prob(double x); /* sample.c */
 
 static uint64_t fired(void) { return atomic_load(&pa_sample_fired); }
+
+/* Requests of 2^62 bytes and more, each of which fails: they run PA_CD_OFF out, and must neither
+ * overflow the countdown (UBSan) nor start sampling while it is off. */
+static volatile size_t v_huge[] = {SIZE_MAX, SIZE_MAX / 2 + 1, (size_t)1 << 62, SIZE_MAX - 4096};
+static void huge_requests(void) {
+    for (int r = 0; r < 3; r++)
+        for (size_t i = 0; i < sizeof v_huge / sizeof v_huge[0]; i++) {
+            errno = 0;
+            assert_null(pa_malloc(v_huge[i]));
+            assert_int_equal(errno, ENOMEM);
+            void *q = pa_malloc(600);
+            assert_non_null(q);
+            assert_null(pa_realloc(q, v_huge[i]));
+            pa_free(q);
+        }
+}
 
 static void test_prob_matches_libm(void **state) {
     (void)state;
@@ -86,6 +103,10 @@ static void test_off_countdown_never_fires(void **state) {
         assert_int_equal(h->smp.base[n], (uint64_t)PA_CD_OFF);
     }
     assert_true(h->sys_cd > PA_CD_OFF / 2); /* never near zero */
+    huge_requests(); /* ... but these may take it anywhere: it is reset, and nothing fires */
+    pa_free(pa_malloc(600));
+    assert_true(h->sys_cd >= 0);
+    assert_int_equal(fired(), 0);
     /* no page belongs to the pseudo-heap */
     size_t npages = pa_load_relaxed(&pa_limit) >> PA_PAGE_SHIFT;
     for (size_t i = 0; i < npages; i++) assert_true(pa_load_relaxed(&pa_pages[i].heap) != &pa_sample_heap);
@@ -168,6 +189,7 @@ static void test_on_sampled_blocks_work(void **state) {
     /* a passthrough block the sampler recorded, freed and reallocated */
     void *big = sampled_block(3000);
     assert_null(pa_page_of(big));
+    huge_requests(); /* while on, each is due: served (failing) by glibc, nothing recorded */
     big = pa_realloc(big, 9000);
     pa_free(big);
 }
