@@ -444,8 +444,8 @@ typedef struct pa_sys_table {
     char rest_of_page[PA_OS_PAGE - 2 * sizeof(void *)]; /* nothing else on the page */
 } pa_sys_table;
 extern PA_HIDDEN pa_sys_table pa_sys_tab; /* on a page kept read-only */
-/* While sampling (sites.h), the passthrough's requests count the thread's byte countdown down
- * (inline in passthrough.c), and a block to be reallocated or freed is looked up in the filter of recorded
+/* While sampling (sites.h), a block to be reallocated or freed that may have a record (a large one,
+ * or one whose usable size has the mark: PA_SYS_CHECK) is looked up in the filter of recorded
  * blocks first: its record goes before glibc has the block back. */
 #if PA_STATS
 extern _Atomic uint32_t pa_sample_filter[PA_SAMPLE_FILTER];

@@ -95,12 +95,6 @@ static inline void *sys_got(pa_heap *h, void *p, size_t n, size_t old) {
 
 _Static_assert(PA_PEAK_LARGE == 0x10000, "PA_SYS_CHECK tests u >= PA_PEAK_LARGE as u > 0xfffe");
 
-/* A passthrough block of u usable bytes that may have a sample's record (sites.h): the filter is
- * looked in only for a large block or, while sampling, one with the mark. */
-static inline bool sys_marked(size_t u) {
-    return pa_unlikely(u >= PA_PEAK_LARGE) || (PA_SAMPLING() && pa_unlikely(PA_SAMPLE_MARKED(u)));
-}
-
 /* The request to make of glibc for a sampled block of n bytes (n < PA_PEAK_LARGE): the least that
  * gets a chunk whose usable size has the mark. glibc's chunk for a request r is
  * max(32, (r + 8 + 15) & ~15) bytes, its usable size 8 less; the chunk it hands out is that or 16
@@ -134,11 +128,9 @@ static void *sys_plain(int op, void *p, size_t a, size_t n, const void *caller) 
  * its block has the mark (sys_mark_request); a larger one is glibc's own answer. */
 static __attribute__((noinline)) void *sys_slow(pa_heap *h, int op, void *p, size_t a, size_t n,
                                                           size_t old, bool due, const void *caller) {
-    size_t bytes = n;
-    if (op == OP_CALLOC && __builtin_mul_overflow(a, n, &bytes)) bytes = SIZE_MAX; /* glibc fails it */
-    if (op == OP_PVALLOC) bytes = (n + PA_OS_PAGE - 1) & ~(size_t)(PA_OS_PAGE - 1);
+    size_t asked = op == OP_CALLOC ? a * n : n; /* as the inline paths count (alloc.c checked calloc's) */
+    size_t bytes = op == OP_PVALLOC ? (n + PA_OS_PAGE - 1) & ~(size_t)(PA_OS_PAGE - 1) : asked;
     if (!h) {
-        size_t asked = op == OP_CALLOC ? a * n : n; /* as the inline paths count */
         h = pa_heap_attach(); /* as its first small block would: its next requests count without atomics */
         if (h) due = sys_count(h, asked);
         else {
@@ -146,8 +138,8 @@ static __attribute__((noinline)) void *sys_slow(pa_heap *h, int op, void *p, siz
             atomic_fetch_add_explicit(&pa_orphan_sys_bytes, asked, memory_order_relaxed);
         }
     }
-    bool sample = due && pa_sample_sys_due(h) && bytes != 0 && bytes != SIZE_MAX && bytes >= n;
-    if (op == OP_REALLOC && sys_marked(old) && pa_sample_recorded(p))
+    bool sample = due && pa_sample_sys_due(h) && bytes != 0 && bytes >= n; /* pvalloc's may wrap */
+    if (op == OP_REALLOC && PA_SYS_CHECK(old) && PA_SAMPLING() && pa_sample_recorded(p))
         pa_sample_sys_retire(p); /* p's record goes before glibc may have the block back */
     void *q;
     if (!sample || bytes >= PA_PEAK_LARGE) {
@@ -165,7 +157,7 @@ static __attribute__((noinline)) void *sys_slow(pa_heap *h, int op, void *p, siz
     if (op == OP_REALLOC && !q && n) old = 0; /* failed: p is untouched (realloc(p, 0) freed it) */
     sys_got(h, q, bytes, op == OP_REALLOC ? old : 0);
     if (sample && q) /* unmarked, the record could not be found at the free: not recorded (counted) */
-        pa_sample_sys_record(sys_marked(PA_SYS_BYTES(q)) ? q : NULL, bytes, (uintptr_t)__builtin_return_address(0));
+        pa_sample_sys_record(PA_SYS_CHECK(PA_SYS_BYTES(q)) ? q : NULL, bytes, (uintptr_t)__builtin_return_address(0));
     return q;
 }
 
@@ -175,24 +167,18 @@ static __attribute__((noinline)) PA_COLD void sys_free_marked(void *p, size_t u)
     if (PA_SAMPLING() && pa_sample_recorded(p)) pa_sample_sys_retire(p); /* before the block goes */
 }
 
-/* The body of a request's function: counted, then glibc's answer plain, or sys_slow's. */
-#define SYS_SERVE(op, a, n, plain)                                                          \
+/* The body of a request's function: its bytes asked counted, then glibc's answer plain, or
+ * sys_slow's. */
+#define SYS_SERVE(op, a, n, asked, plain)                                                   \
     {                                                                                     \
         pa_heap *h_ = pa_tls_heap;                                                        \
         if (pa_unlikely(!h_->live)) return sys_slow(NULL, op, NULL, a, n, 0, false, PA_CALLER()); \
-        if (sys_count(h_, n)) return sys_slow(h_, op, NULL, a, n, 0, true, PA_CALLER());  \
-        return sys_got(h_, plain, n, 0);                                                  \
+        if (sys_count(h_, asked)) return sys_slow(h_, op, NULL, a, n, 0, true, PA_CALLER()); \
+        return sys_got(h_, plain, asked, 0);                                              \
     }
 
-void *pa_sys_malloc(size_t n) SYS_SERVE(OP_MALLOC, 0, n, PA_SYS_MALLOC(n))
-
-void *pa_sys_calloc(size_t n, size_t s) {
-    pa_heap *h = pa_tls_heap;
-    size_t bytes = n * s; /* alloc.c checked the product */
-    if (pa_unlikely(!h->live)) return sys_slow(NULL, OP_CALLOC, NULL, n, s, 0, false, PA_CALLER());
-    if (sys_count(h, bytes)) return sys_slow(h, OP_CALLOC, NULL, n, s, 0, true, PA_CALLER());
-    return sys_got(h, PA_SYS_CALLOC(n, s), bytes, 0);
-}
+void *pa_sys_malloc(size_t n) SYS_SERVE(OP_MALLOC, 0, n, n, PA_SYS_MALLOC(n))
+void *pa_sys_calloc(size_t n, size_t s) SYS_SERVE(OP_CALLOC, n, s, n * s, PA_SYS_CALLOC(n, s)) /* alloc.c checked n * s */
 
 void *pa_sys_realloc(void *p, size_t n) {
     pa_heap *h = pa_tls_heap;
@@ -216,9 +202,9 @@ void pa_sys_free(void *p) {
     pa_sys_tab.free(p, PA_CALLER());
 }
 
-void *pa_sys_memalign(size_t a, size_t n) SYS_SERVE(OP_MEMALIGN, a, n, SYS_MEMALIGN(a, n))
-void *pa_sys_valloc(size_t n) SYS_SERVE(OP_VALLOC, 0, n, SYS_VALLOC(n))
-void *pa_sys_pvalloc(size_t n) SYS_SERVE(OP_PVALLOC, 0, n, SYS_PVALLOC(n))
+void *pa_sys_memalign(size_t a, size_t n) SYS_SERVE(OP_MEMALIGN, a, n, n, SYS_MEMALIGN(a, n))
+void *pa_sys_valloc(size_t n) SYS_SERVE(OP_VALLOC, 0, n, n, SYS_VALLOC(n))
+void *pa_sys_pvalloc(size_t n) SYS_SERVE(OP_PVALLOC, 0, n, n, SYS_PVALLOC(n))
 #else
 void *pa_sys_malloc(size_t n) { return PA_SYS_MALLOC(n); }
 void *pa_sys_calloc(size_t n, size_t s) { return PA_SYS_CALLOC(n, s); }

@@ -16,7 +16,9 @@
  * and from there pa_sample_free_small, which retires the record and frees the block with the
  * owner's checks (block start, double free). A sampled passthrough block is counted in a filter of
  * counters by address bits, read without a lock by the passthrough's free and realloc while
- * sampling is on; a non-zero counter sends them to the record table. The passthrough's requests
+ * sampling is on, for the blocks that may have a record (PA_SYS_CHECK: large ones, and those whose
+ * usable size has the mark its request was made larger for); a non-zero counter sends them to the
+ * record table. The passthrough's requests
  * count a byte countdown per thread (inline, passthrough.c), and only one that runs it out comes
  * here (pa_sample_sys_due).
  *

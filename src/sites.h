@@ -21,7 +21,7 @@
  * thread (exponential, mean R: the heap's sys_cd, counted down beside its count of bytes asked of
  * glibc). While sampling is off the countdowns start at PA_CD_OFF and never reach zero. */
 #define PA_CD_OFF ((int64_t)1 << 62)
-extern bool pa_sample_on; /* PYALLOC_SITES=1: the passthrough's hooks run (one branch each while off) */
+extern bool pa_sample_on; /* PYALLOC_SITES=1: the sampler has started (PA_SAMPLING) */
 extern pa_heap pa_sample_heap; /* the pseudo-heap whose pages hold the sampled small blocks */
 extern _Atomic uint64_t pa_sample_fired; /* countdowns that ran out, ever (tests: 0 while off) */
 /* A new heap's countdowns (heap.c, at a heap's creation; a recycled heap keeps its own). */
